@@ -1,0 +1,172 @@
+"""Shared test fixtures: a C probe that asks the compiler for layout facts.
+
+Layout truth comes from the C compiler and the installed kernel UAPI headers,
+never from the binding itself. Without a compiler the probe cases skip with
+a reason, except under CI (``CI`` set), where a missing compiler fails them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HEADERS = ("linux/netlink.h", "linux/connector.h", "linux/cn_proc.h")
+
+
+def compiler() -> str:
+    """The C compiler to use, or skip (fail under CI) when there is none."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        if os.environ.get("CI"):
+            pytest.fail("no C compiler: CI must install one (gcc) to check layouts")
+        pytest.skip("no C compiler (set CC or install gcc)")
+    return cc
+
+
+@functools.cache
+def _probe(exprs: tuple[tuple[str, str], ...], prelude: str) -> dict[str, int]:
+    cc = compiler()
+    lines = [f"#include <{h}>" for h in HEADERS]
+    lines += ["#include <linux/version.h>", "#include <stddef.h>", "#include <stdio.h>", prelude, "int main(void) {"]
+    lines += [f'    printf("%s %lld\\n", "{key}", (long long)({expr}));' for key, expr in exprs]
+    lines += ["    return 0;", "}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp, "probe.c"), Path(tmp, "probe")
+        src.write_text("\n".join(lines) + "\n")
+        built = subprocess.run([cc, "-w", "-o", str(exe), str(src)], capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            if "linux/" in built.stderr and "No such file" in built.stderr:
+                pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
+            raise AssertionError(f"C probe did not compile:\n{built.stderr}")
+        out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    values: dict[str, int] = {}
+    for line in out.splitlines():
+        key, value = line.rsplit(" ", 1)
+        values[key] = int(value)
+    return values
+
+
+def c_values(exprs: Mapping[str, str], prelude: str = "") -> dict[str, int]:
+    """Evaluate integer C expressions against the installed headers, in one compile."""
+    return _probe(tuple(sorted(exprs.items())), prelude)
+
+
+@functools.cache
+def header_version() -> tuple[int, int]:
+    """The Linux version of the installed UAPI headers (LINUX_VERSION_CODE)."""
+    code = c_values({"v": "LINUX_VERSION_CODE"})["v"]
+    return code >> 16, (code >> 8) & 0xFF
+
+
+def version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def since(item: str, added_in: Mapping[str, str]) -> tuple[str, str] | None:
+    """The newest version recorded for an item or any item that contains it."""
+    found: list[tuple[str, str]] = []
+    parts = item.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in added_in:
+            found.append((key, added_in[key]))
+    return max(found, key=lambda kv: version(kv[1]), default=None)
+
+
+def skip_if_newer(item: str, added_in: Mapping[str, str]) -> None:
+    """Skip a compiler case for an item the installed headers predate."""
+    newest = since(item, added_in)
+    have = header_version()
+    if newest is not None and version(newest[1]) > have:
+        key, ver = newest
+        pytest.skip(f"installed headers are Linux {have[0]}.{have[1]}; {key} arrived in Linux {ver}")
+
+
+def present(items: Iterable[str], added_in: Mapping[str, str]) -> list[str]:
+    """The items the installed headers are new enough to have."""
+    have = header_version()
+    return [i for i in items if (s := since(i, added_in)) is None or version(s[1]) <= have]
+
+
+CType = type[ctypes.Structure] | type[ctypes.Union]
+
+
+@dataclass(frozen=True)
+class LayoutCase:
+    """One layout fact of a binding class, with the C expression that states it."""
+
+    item: str  # the C item, "struct proc_event.event_data.fork.parent_pid"
+    what: str  # size, align, offset, length, signed
+    python: int
+    c_expr: str
+    since_key: str  # the ADDED_IN key that governs this case
+
+    @property
+    def id(self) -> str:
+        return f"{self.item}:{self.what}"
+
+
+def _is_signed(simple: Any) -> int:
+    return int(simple(-1).value < 0)
+
+
+def _array(ftype: type[ctypes.Array[Any]]) -> tuple[Any, int]:
+    """Element type and length of a ctypes array type."""
+    info: dict[str, Any] = dict(vars(ftype))
+    return info["_type_"], int(info["_length_"])
+
+
+def layout_cases(types: Iterable[CType]) -> list[LayoutCase]:
+    """Size and alignment of each class, and offset, size, signedness and
+    array length of every field, nested members included."""
+    cases: list[LayoutCase] = []
+    for cls in types:
+        tag = f"{'union' if issubclass(cls, ctypes.Union) else 'struct'} {cls.__name__}"
+        cases.append(LayoutCase(tag, "size", ctypes.sizeof(cls), f"sizeof({tag})", tag))
+        cases.append(LayoutCase(tag, "align", ctypes.alignment(cls), f"_Alignof({tag})", tag))
+        _walk(cls, tag=tag, since_key=tag, path="", base=0, cases=cases)
+    return cases
+
+
+def _walk(cls: CType, *, tag: str, since_key: str, path: str, base: int, cases: list[LayoutCase]) -> None:
+    for name, ftype, *_ in cls._fields_:
+        member = f"{path}{name}"
+        item = f"{tag}.{member}"
+        key = f"{tag}.{name}" if not path else since_key
+        lvalue = f"(({tag} *)0)->{member}"
+        offset = base + getattr(cls, name).offset
+
+        def add(what: str, python: int, c_expr: str, item: str = item, key: str = key) -> None:
+            cases.append(LayoutCase(item, what, python, c_expr, key))
+
+        add("offset", offset, f"offsetof({tag}, {member})")
+        if issubclass(ftype, ctypes.Structure | ctypes.Union):
+            add("size", ctypes.sizeof(ftype), f"sizeof({lvalue})")
+            if "__" in ftype.__name__:
+                # An anonymous member type (named parent__member): walk into it.
+                _walk(ftype, tag=tag, since_key=key, path=f"{member}.", base=offset, cases=cases)
+            else:
+                # A named member struct: its own fields are checked under its own tag.
+                compatible = f"__builtin_types_compatible_p(__typeof__({lvalue}), struct {ftype.__name__})"
+                add("type", 1, compatible)
+        elif issubclass(ftype, ctypes.Array):
+            elem, length = _array(ftype)
+            if length:  # sizeof does not apply to a flexible array member
+                add("size", ctypes.sizeof(ftype), f"sizeof({lvalue})")
+                add("length", length, f"sizeof({lvalue}) / sizeof({lvalue}[0])")
+            if elem is not ctypes.c_char:  # plain char: signedness is the platform's
+                add("signed", _is_signed(elem), f"(__typeof__({lvalue}[0]))-1 < 0")
+        else:
+            add("size", ctypes.sizeof(ftype), f"sizeof({lvalue})")
+            add("signed", _is_signed(ftype), f"(__typeof__({lvalue}))-1 < 0")
