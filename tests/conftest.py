@@ -170,3 +170,14 @@ def _walk(cls: CType, *, tag: str, since_key: str, path: str, base: int, cases: 
         else:
             add("size", ctypes.sizeof(ftype), f"sizeof({lvalue})")
             add("signed", _is_signed(ftype), f"(__typeof__({lvalue}))-1 < 0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``root`` talk to the kernel's process connector: skip them, with
+    the reason, when not root."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (CAP_NET_ADMIN) to listen to process events")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
