@@ -38,10 +38,11 @@ CN_KVP_VAL: Final = 0x1
 CN_VSS_IDX: Final = 0xA
 CN_VSS_VAL: Final = 0x1
 
-# Highest index + 1: the number of netlink multicast groups of NETLINK_CONNECTOR.
+# Highest index + 1: the number of netlink multicast groups of NETLINK_CONNECTOR
+# (11 since Linux 3.10; it grew with the ids above).
 CN_NETLINK_USERS: Final = 11
 
-# include/uapi/linux/connector.h: the largest cn_msg payload the kernel sends
+# include/uapi/linux/connector.h: the largest cn_msg payload (1024 before 2.6.24)
 CONNECTOR_MAX_MSG_SIZE: Final = 16384
 
 
@@ -67,7 +68,7 @@ class cn_msg(ctypes.Structure):
         ("ack", ctypes.c_uint32),
         ("len", ctypes.c_uint16),  # length of the following data
         ("flags", ctypes.c_uint16),
-        # __u8 data[]: a flexible array member, zero bytes in sizeof(cn_msg)
+        # __u8 data[] (data[0] before Linux 6.0): zero bytes in sizeof(cn_msg)
         ("data", ctypes.c_uint8 * 0),
     ]
 
@@ -84,17 +85,19 @@ MACRO_FUNCTIONS: Final[Mapping[str, Callable[[int], int]]] = {}
 NOT_MIRRORED: Final[Mapping[str, str]] = {}
 # First mainline release whose UAPI header had the item, for items after 2.6.15.
 ADDED_IN: Final[Mapping[str, str]] = {
+    "CN_W1_IDX": "2.6.18",
+    "CN_W1_VAL": "2.6.18",
     "CN_IDX_V86D": "2.6.24",
     "CN_VAL_V86D_UVESAFB": "2.6.24",
-    "CN_IDX_BB": "2.6.24",
-    "CN_DST_IDX": "2.6.24",
-    "CN_DST_VAL": "2.6.24",
+    "CN_IDX_BB": "2.6.27",
+    "CN_DST_IDX": "2.6.30",
+    "CN_DST_VAL": "2.6.30",
     "CN_IDX_DM": "2.6.31",
     "CN_VAL_DM_USERSPACE_LOG": "2.6.31",
     "CN_IDX_DRBD": "2.6.33",
     "CN_VAL_DRBD": "2.6.33",
-    "CN_KVP_IDX": "3.0",
-    "CN_KVP_VAL": "3.0",
+    "CN_KVP_IDX": "2.6.39",
+    "CN_KVP_VAL": "3.5",
     "CN_VSS_IDX": "3.10",
     "CN_VSS_VAL": "3.10",
 }
