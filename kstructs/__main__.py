@@ -1,20 +1,205 @@
-"""``python -m kstructs`` and the ``kstructs`` console script."""
+"""``python -m kstructs`` and the ``kstructs`` console script.
+
+``kstructs watch`` prints process events, one per line, on stdout and
+nothing else; a statistics line goes to stderr at the end. SIGINT, SIGTERM,
+``--duration``, ``--count`` and a closed pipe all end it the same way:
+unsubscribe (``PROC_CN_MCAST_IGNORE``), flush, exit 0. Expected failures
+(no privilege, no process events, a foreign network namespace) print one
+line to stderr and exit 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from kstructs import cli
+from kstructs.cn_proc import EventKind
+from kstructs.events import PROCESS_EVENTS, KstructsError
+from kstructs.listener import DEFAULT_LINGER, Item, Listener, ListenerStats, Loss
+
+#: --events names: the CLI's event names, each the kernel's PROC_EVENT_* bit.
+KINDS = {name: EventKind(cls.what) for name, cls in PROCESS_EVENTS.items()}
+
+
+def _kinds(text: str) -> EventKind:
+    mask = EventKind.NONE
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        if name not in KINDS:
+            raise argparse.ArgumentTypeError(f"unknown event {name!r} (choose from {','.join(KINDS)})")
+        mask |= KINDS[name]
+    if not mask:
+        raise argparse.ArgumentTypeError("no events given")
+    return mask
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kstructs", description="The Linux process-events connector ABI.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    watch = commands.add_parser(
+        "watch",
+        help="print process events as they happen",
+        description="Print process events, one per line, until interrupted.",
+    )
+    watch.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    watch.add_argument(
+        "--events",
+        type=_kinds,
+        metavar="KINDS",
+        help=f"comma-separated kinds to print: {','.join(KINDS)} (default: all)",
+    )
+    watch.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kstructs", description="The Linux process-events connector ABI.")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command is None:
-        parser.print_help(sys.stderr)
+        _parser().print_help(sys.stderr)
         return 2
+    return watch(args.format, args.events, args.duration, args.count)
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror if isinstance(error, KstructsError) else f"{error.strerror} (errno {error.errno})"
+    return str(error)
+
+
+def watch(fmt: str, events: EventKind | None, duration: float | None, count: int | None) -> int:
+    """``kstructs watch``: the exit status."""
+    format_item = cli.formatter(fmt)
+    if fmt == "text" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # comm is any bytes
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    # The handlers only take note; the wakeup fd ends the poll() below.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    listener = Listener(events)
+    printed: list[int] = [0]
+    try:
+        try:
+            listener.open()
+        except (KstructsError, OSError) as e:
+            print(f"kstructs: {_error_text(e)}", file=sys.stderr)
+            return 1
+        try:
+            _loop(
+                listener,
+                format_item,
+                wake_fd=wake_r,
+                stopping=stopping,
+                duration=duration,
+                count=count,
+                printed=printed,
+            )
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (| head): send nothing more, and keep the
+            # interpreter's own final flush from failing too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    finally:
+        listener.close()
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+    print(f"kstructs: {_summary(printed[0], listener.stats)}", file=sys.stderr)
     return 0
+
+
+def _summary(printed: int, stats: ListenerStats) -> str:
+    where = "kernel" if stats.kernel_filter else "user space"
+    return (
+        f"{printed} events, {stats.lost} lost ({stats.enobufs} ENOBUFS), {stats.rejected} rejected "
+        f"({stats.foreign} foreign, {stats.malformed} malformed), filtered in {where}"
+    )
+
+
+def _loop(
+    listener: Listener,
+    format_item: Callable[[Item], str],
+    *,
+    wake_fd: int,
+    stopping: list[int],
+    duration: float | None,
+    count: int | None,
+    printed: list[int],
+) -> None:
+    """Read, format and write until a stop, counting events in ``printed[0]``."""
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(wake_fd, select.POLLIN)
+    wake_only = select.poll()
+    wake_only.register(wake_fd, select.POLLIN)
+    deadline = None if duration is None else time.monotonic() + duration
+    busy_until = 0.0
+    printed_types = cli.PRINTED
+    out = sys.stdout
+    while not stopping:
+        items = listener.read()
+        now = time.monotonic()
+        if items:
+            lines = []
+            for item in items:
+                if type(item) not in printed_types:
+                    continue
+                lines.append(format_item(item))
+                if type(item) is not Loss:
+                    printed[0] += 1
+                    if printed[0] == count:
+                        break
+            if lines:
+                out.write("\n".join(lines) + "\n")
+            if printed[0] == count or (deadline is not None and now >= deadline):
+                break
+            # Events are flowing: linger, so one wakeup takes many.
+            busy_until = now + DEFAULT_LINGER
+            continue
+        # The queue is empty: let readers see what we have.
+        out.flush()
+        if deadline is not None and now >= deadline:
+            break
+        if now < busy_until:
+            wake_only.poll(DEFAULT_LINGER * 1000)
+            busy_until = 0.0
+            continue
+        poller.poll(None if deadline is None else max(deadline - now, 0) * 1000)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,575 @@
+"""A process-events listener: a netlink socket, ``recv``, then ``parse_events``.
+
+``Listener`` binds the ``CN_IDX_PROC`` group of ``NETLINK_CONNECTOR``,
+subscribes, and confirms the subscription by the kernel's reply. Then it
+yields events, blocking (``for ev in listener``), non-blocking
+(``fileno()`` + ``read()``) or under asyncio (``async for``).
+
+What it adds to the bytes (``keepalived/core/track_process.c`` is the
+model):
+
+- It accepts datagrams only from the kernel (sender port id 0). Any process
+  with ``CAP_NET_ADMIN`` may send to a netlink socket's port id and forge
+  events; such datagrams are dropped and counted in ``stats.foreign`` and
+  ``stats.rejected``.
+- Losses are values, not exceptions. When the receive queue overflows the
+  kernel drops datagrams and reports ``ENOBUFS`` once; the listener keeps
+  reading and, once it has drained the queue, yields one ``Loss`` counting
+  the datagrams dropped (the socket's ``Drops`` in ``/proc/net/netlink``).
+  When it receives every event (no kernel-side filter) it also checks each
+  CPU's ``cn_msg.seq`` and reports gaps that no ``ENOBUFS`` explains.
+- With ``events``, it asks the kernel to filter (``struct proc_input``,
+  Linux 6.6) and filters in user space as well, so older kernels give the
+  same stream.
+- ``close()`` sends ``PROC_CN_MCAST_IGNORE`` exactly once: the kernel keeps
+  building events for as long as it counts a listener.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, MutableSequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar, Final, Self
+
+from kstructs.cn_proc import PROC_EVENT_ALL, PROC_EVENT_EXIT, PROC_EVENT_NONZERO_EXIT, EventKind, valid_event
+from kstructs.connector import CN_IDX_PROC
+from kstructs.events import (
+    PROCESS_EVENTS,
+    AckEvent,
+    Event,
+    ExitEvent,
+    KstructsError,
+    NetlinkError,
+    Overrun,
+    ParseError,
+    UnknownEvent,
+    encode_ignore,
+    encode_listen,
+    parse_events,
+)
+from kstructs.netlink import NETLINK_CONNECTOR
+
+# include/uapi/asm-generic/socket.h; alpha, parisc and sparc number it 0x100b.
+SO_RCVBUFFORCE: Final = getattr(
+    socket, "SO_RCVBUFFORCE", 0x100B if platform.machine().startswith(("alpha", "parisc", "sparc")) else 33
+)
+
+#: Receive buffer asked for by default. One event costs the queue about 768
+#: bytes (the skb's truesize), and the kernel doubles the request: 16 MiB of
+#: queue holds some 20 000 events, over half a second of a fork storm.
+DEFAULT_RCVBUF: Final = 8 << 20
+
+#: How long the iterators wait for more events while events are flowing
+#: (seconds). It bounds the latency it adds; at rates below 1/linger it adds
+#: none.
+DEFAULT_LINGER: Final = 0.001
+
+# Larger than any datagram the connector sends (CONNECTOR_MAX_MSG_SIZE plus
+# headers); a foreign sender's longer datagram is truncated, then rejected.
+_RECV_SIZE: Final = 1 << 16
+# Datagrams read() takes in one call: bounds its latency and its list.
+_BATCH: Final = 1024
+# The kernel answers a subscribe request inside sendmsg() (cn_rx_skb() runs
+# the callback synchronously), so the probe for proc_input support needs no
+# long wait: its reply is queued, or there is none.
+_PROBE_TIMEOUT: Final = 0.25
+_U32: Final = 0xFFFFFFFF
+_NO_CPU: Final = 0xFFFFFFFF  # proc_event.cpu of a reply before Linux 6.6
+
+
+# --- Errors ----------------------------------------------------------------
+
+
+class PrivilegeError(KstructsError, PermissionError):
+    """The kernel refused the subscription for want of ``CAP_NET_ADMIN`` (before Linux 6.6)."""
+
+
+class NoAckError(KstructsError, TimeoutError):
+    """No reply to the subscribe request: no ``CONFIG_PROC_EVENTS``, or not the initial namespaces."""
+
+
+class NamespaceError(KstructsError, ConnectionRefusedError):
+    """``ECONNREFUSED``: the process connector exists only in the initial network namespace."""
+
+
+class NoConnectorError(KstructsError, OSError):
+    """``EPROTONOSUPPORT``: the kernel has no ``NETLINK_CONNECTOR`` (``CONFIG_CONNECTOR``)."""
+
+
+# --- Values ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """Events the kernel sent and this listener did not receive.
+
+    ``reason`` is ``"enobufs"`` (the receive queue overflowed; ``count`` is the
+    number of datagrams the kernel dropped for this socket, or, without
+    ``/proc``, the sequence gaps seen, and at least 1) or ``"seq-gap"`` (a gap
+    in ``cpu``'s ``cn_msg.seq`` that no overflow explains, such as an skb the
+    kernel failed to allocate).
+    """
+
+    event: ClassVar[str] = "lost"
+    count: int
+    reason: str
+    cpu: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"event": self.event, "count": self.count, "reason": self.reason, "cpu": self.cpu}
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    received: int = 0  # datagrams accepted from the kernel
+    events: int = 0  # values delivered (events and losses)
+    rejected: int = 0  # foreign + malformed
+    foreign: int = 0  # datagrams from a sender other than the kernel
+    malformed: int = 0  # datagrams from the kernel that did not parse
+    filtered: int = 0  # events dropped by the user-space filter
+    lost: int = 0  # the sum of Loss.count
+    enobufs: int = 0  # ENOBUFS reports
+    rcvbuf: int = 0  # SO_RCVBUF, as the kernel counts it (twice the request)
+    kernel_filter: bool = False  # the kernel filters by proc_input (Linux 6.6)
+
+
+Item = Event | Loss
+
+
+class Listener:
+    """Process events from the kernel; see the module docstring.
+
+    ``events`` selects kinds (``EventKind`` bits, ``NONZERO_EXIT`` included);
+    ``None`` means everything the kernel sends, subscribe replies of other
+    listeners included. ``rcvbuf`` is the receive buffer to ask for
+    (``SO_RCVBUFFORCE`` when privileged, else ``SO_RCVBUF`` capped by
+    ``net.core.rmem_max``). ``ack_timeout`` bounds the wait for the kernel's
+    reply to the subscription. ``linger``: when the iterators find the queue
+    empty less than ``linger`` seconds after the last event, they wait that
+    long before blocking, so that under a storm one wakeup takes many events
+    (a wakeup costs more CPU than an event); 0 blocks at once.
+    """
+
+    def __init__(
+        self,
+        events: EventKind | int | None = None,
+        *,
+        rcvbuf: int | None = None,
+        ack_timeout: float = 1.0,
+        linger: float = DEFAULT_LINGER,
+    ) -> None:
+        mask = None if events is None else (valid_event(int(events)) or PROC_EVENT_ALL)
+        self.events: int | None = None if mask == PROC_EVENT_ALL else mask
+        self.rcvbuf = DEFAULT_RCVBUF if rcvbuf is None else rcvbuf
+        self.ack_timeout = ack_timeout
+        self.linger = linger
+        self.stats = ListenerStats()
+        self.port_id = 0  # the socket's netlink port id, once open
+        self.ignore_sent = False
+        self._sock: socket.socket | None = None
+        self._listening = False  # a LISTEN went out: close() owes an IGNORE
+        self._closed = False
+        self._buf = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buf)
+        # Received, not yet handed out: what a consumer that stopped
+        # iterating left, and what arrived while waiting for a reply.
+        self._pending: deque[Item] = deque()
+        self._seq_request = 0
+        self._want_ack: int | None = None
+        self._ack: AckEvent | None = None
+        # User-space filter: the classes that pass, and whether a non-zero
+        # exit passes on its own (PROC_EVENT_NONZERO_EXIT without _EXIT).
+        self._pass: frozenset[type] | None = None
+        self._nonzero_exit = False
+        if self.events is not None:
+            self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what) | {
+                NetlinkError,
+                Overrun,
+            }
+            self._nonzero_exit = bool(self.events & PROC_EVENT_NONZERO_EXIT) and not self.events & PROC_EVENT_EXIT
+        # Loss accounting.
+        self._track = True  # every event reaches us: per-CPU seq gaps mean loss
+        self._last_seq: dict[int, int] = {}
+        self._overflow = False  # ENOBUFS seen, Loss not yet reported
+        self._pending_gaps = 0  # gaps seen during an overflow
+        self._gap_credit = 0  # drops reported whose gaps have not shown yet
+        self._drops_reported = 0
+        self._inode = 0
+
+    # --- Life cycle ----------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def open(self) -> Self:
+        """Bind, subscribe and wait for the kernel's reply; idempotent."""
+        if self._sock is not None:
+            return self
+        if self._closed:
+            raise ValueError("listener is closed")
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
+        except OSError as e:
+            if e.errno == errno.EPROTONOSUPPORT:
+                raise NoConnectorError(
+                    e.errno, "the kernel has no process connector (CONFIG_CONNECTOR and CONFIG_PROC_EVENTS)"
+                ) from e
+            raise
+        self._sock = sock
+        try:
+            self._set_rcvbuf(sock)
+            try:
+                sock.bind((0, CN_IDX_PROC))
+            except PermissionError as e:
+                raise PrivilegeError(
+                    e.errno, "binding to the process events group needs CAP_NET_ADMIN on this kernel (before Linux 6.6)"
+                ) from e
+            self.port_id = sock.getsockname()[0]
+            self._inode = os.fstat(sock.fileno()).st_ino
+            self._subscribe()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Send ``PROC_CN_MCAST_IGNORE`` (once, if a LISTEN went out) and close the socket."""
+        sock, self._sock = self._sock, None
+        self._closed = True
+        if sock is None:
+            return
+        try:
+            if self._listening and not self.ignore_sent:
+                self.ignore_sent = True
+                try:
+                    sock.send(encode_ignore(seq=self._next_seq(), ack=self.port_id, port_id=self.port_id))
+                except OSError:
+                    # The socket goes away regardless; the kernel then only
+                    # builds events nobody reads until its counter resets.
+                    self.ignore_sent = False
+        finally:
+            sock.close()
+
+    def fileno(self) -> int:
+        return self._socket().fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    # --- Reading -------------------------------------------------------
+
+    def read(self) -> list[Item]:
+        """What has arrived, without blocking: ``[]`` when nothing has."""
+        out = list(self._pending)
+        self._pending.clear()
+        self._drain(out, wait=False)
+        return out
+
+    def __iter__(self) -> Iterator[Item]:
+        """Events as they come. Blocks in ``recv`` while none are flowing;
+        while they are, lingers (see ``linger``) so one wakeup takes many.
+        Breaking out loses nothing: the next read or iteration goes on."""
+        pending = self._pending
+        busy_until = 0.0
+        while True:
+            if not pending:
+                self._drain(pending, wait=False)
+            if not pending:
+                if self.linger and time.monotonic() < busy_until:
+                    time.sleep(self.linger)
+                    busy_until = 0.0
+                    continue
+                self._drain(pending, wait=True)
+            if self.linger:
+                busy_until = time.monotonic() + self.linger
+            while pending:
+                yield pending.popleft()
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self.aiter()
+
+    async def aiter(self) -> AsyncIterator[Item]:
+        """Events as they come, under asyncio (the socket in the loop's
+        selector), lingering like the blocking iterator."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fd = self.fileno()
+        pending = self._pending
+        busy_until = 0.0
+        while True:
+            if not pending:
+                self._drain(pending, wait=False)
+            if pending:
+                if self.linger:
+                    busy_until = time.monotonic() + self.linger
+                while pending:
+                    yield pending.popleft()
+                continue
+            if self.linger and time.monotonic() < busy_until:
+                busy_until = 0.0
+                await asyncio.sleep(self.linger)
+                continue
+            ready = loop.create_future()
+
+            def wake(fut: asyncio.Future[None] = ready) -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_reader(fd, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+
+    # --- Internals -----------------------------------------------------
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            raise ValueError("listener is not open")
+        return self._sock
+
+    def _next_seq(self) -> int:
+        self._seq_request += 1
+        return self._seq_request
+
+    def _set_rcvbuf(self, sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        self.stats.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def _send(self, message: bytes) -> None:
+        try:
+            self._socket().send(message)
+        except ConnectionRefusedError as e:
+            raise NamespaceError(
+                e.errno, "the process connector answers only in the initial network namespace (ECONNREFUSED)"
+            ) from e
+
+    def _subscribe(self) -> None:
+        # Requests carry the socket's port id in cn_msg.ack. The kernel
+        # multicasts every subscriber's reply to every listener; port ids are
+        # unique among live netlink sockets, so reply ack == port_id + 1 is
+        # ours.
+        if self.events is None:
+            self._listen(None, self.ack_timeout)
+            return
+        # A filter. Its reply never reaches us (cn_filter() passes
+        # PROC_EVENT_NONE only to a socket that takes every kind), and a
+        # kernel before 6.6 ignores a proc_input without a word. So first
+        # subscribe to everything with a proc_input: a reply means the kernel
+        # reads proc_input; then narrow it.
+        if self._listen(PROC_EVENT_ALL, min(self.ack_timeout, _PROBE_TIMEOUT), required=False):
+            self._send(encode_listen(self.events, seq=self._next_seq(), ack=self.port_id, port_id=self.port_id))
+            self.stats.kernel_filter = True
+            # Filtered events consume the per-CPU counters too: gaps no
+            # longer mean loss.
+            self._track = False
+            self._last_seq.clear()
+        else:
+            self._listen(None, self.ack_timeout)
+
+    def _listen(self, events: int | None, timeout: float, *, required: bool = True) -> bool:
+        self._want_ack = (self.port_id + 1) & _U32
+        self._ack = None
+        self._listening = True
+        self._send(encode_listen(events, seq=self._next_seq(), ack=self.port_id, port_id=self.port_id))
+        sock = self._socket()
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        deadline = time.monotonic() + timeout
+        try:
+            while self._ack is None:
+                self._drain(self._pending, wait=False)
+                remaining = deadline - time.monotonic()
+                if self._ack is not None or remaining <= 0:
+                    break
+                poller.poll(remaining * 1000)
+        finally:
+            self._want_ack = None
+        ack = self._ack
+        if ack is None:
+            if required:
+                raise NoAckError(
+                    errno.ETIMEDOUT,
+                    f"no reply to PROC_CN_MCAST_LISTEN within {timeout:g} s: the kernel needs "
+                    "CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces",
+                )
+            return False
+        if ack.err == errno.EPERM:
+            raise PrivilegeError(ack.err, "listening to process events needs CAP_NET_ADMIN on this kernel")
+        if ack.err:
+            raise OSError(ack.err, f"the kernel refused PROC_CN_MCAST_LISTEN: {os.strerror(ack.err)}")
+        return True
+
+    def _drain(self, out: MutableSequence[Item], *, wait: bool) -> None:
+        """Receive, check, parse, account and filter up to _BATCH datagrams
+        into ``out``; with ``wait``, block for the first.
+
+        The hot loop of the listener: one recvfrom() and one parse per
+        datagram, everything else inline.
+        """
+        recv, buf, view, parse = self._socket().recvfrom_into, self._buf, self._view, parse_events
+        track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
+        dontwait = socket.MSG_DONTWAIT
+        flags = 0 if wait else dontwait
+        start = len(out)
+        received = foreign = malformed = filtered = 0
+        try:
+            for _ in range(_BATCH):
+                try:
+                    n, (sender, _groups) = recv(buf, 0, flags)
+                except BlockingIOError:
+                    self._drained(out)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    self._enobufs(out)
+                    flags = dontwait
+                    continue
+                flags = dontwait
+                if sender:  # not the kernel
+                    foreign += 1
+                    continue
+                received += 1
+                try:
+                    items = parse(view[:n])
+                except ParseError:
+                    malformed += 1
+                    continue
+                for ev in items:
+                    cls = type(ev)
+                    if cls is NetlinkError or cls is Overrun:
+                        append(ev)
+                        continue
+                    if track:
+                        seq, cpu = ev.seq, ev.cpu  # type: ignore[union-attr]
+                        if seq - last_seq.get(cpu, seq - 1) != 1:
+                            self._check_seq(out, cpu, seq)
+                        last_seq[cpu] = seq
+                    if cls is AckEvent and ev.ack == self._want_ack:  # type: ignore[union-attr]
+                        self._ack = ev  # type: ignore[assignment]
+                        continue
+                    if passing is not None and cls not in passing and not self._passes(ev):
+                        filtered += 1
+                        continue
+                    append(ev)
+        finally:
+            stats = self.stats
+            stats.received += received
+            stats.foreign += foreign
+            stats.malformed += malformed
+            stats.rejected += foreign + malformed
+            stats.filtered += filtered
+            stats.events += len(out) - start
+
+    def _check_seq(self, out: MutableSequence[Item], cpu: int, seq: int) -> None:
+        """``seq`` on ``cpu`` does not follow the last one: wrapped, or lost."""
+        if cpu == _NO_CPU:  # a reply before Linux 6.6 echoes its request's seq
+            return
+        gap = (seq - self._last_seq[cpu] - 1) & _U32
+        if gap and gap < 0x80000000:  # else it wrapped, or went back (a restart), not a loss
+            self._report_gap(out, gap, cpu)
+
+    def _drained(self, out: MutableSequence[Item]) -> None:
+        if self._overflow:
+            # The queue is empty: the kernel has cleared its congestion
+            # mark, so this overflow's drops are all counted.
+            self._report_overflow(out)
+
+    def _enobufs(self, out: MutableSequence[Item]) -> None:
+        if self._overflow:
+            # A new overflow: the kernel cleared the last one's mark when we
+            # emptied the queue, so its drops are all counted.
+            self._report_overflow(out)
+        self.stats.enobufs += 1
+        self._overflow = True
+
+    def _passes(self, ev: Event) -> bool:
+        """The user-space filter's rarer cases: a non-zero exit under
+        NONZERO_EXIT, an unknown kind whose bit was asked for."""
+        if isinstance(ev, ExitEvent):
+            return self._nonzero_exit and ev.exit_code != 0
+        if isinstance(ev, UnknownEvent) and self.events is not None:
+            return bool(ev.what & self.events)
+        return False
+
+    def _report_gap(self, out: MutableSequence[Item], gap: int, cpu: int) -> None:
+        # Drops already reported show up as gaps once their CPU sends again.
+        absorbed = min(gap, self._gap_credit)
+        self._gap_credit -= absorbed
+        gap -= absorbed
+        if gap and self._overflow:
+            self._pending_gaps += gap  # the overflow's Loss will count it
+        elif gap:
+            self.stats.lost += gap
+            out.append(Loss(gap, "seq-gap", cpu))
+
+    def _report_overflow(self, out: MutableSequence[Item]) -> None:
+        self._overflow = False
+        drops = self._drops()
+        if drops is not None:
+            # Zero when the last report already took this overflow's drops
+            # (it read the counter after they began).
+            count = drops - self._drops_reported
+            self._drops_reported = drops
+        else:
+            count = max(self._pending_gaps, 1)  # ENOBUFS: at least one was dropped
+        if count:
+            self.stats.lost += count
+            out.append(Loss(count, "enobufs", None))
+        if self._track:
+            # Gaps already seen are part of the drops; the rest will show on
+            # CPUs that have been quiet since.
+            excess = self._pending_gaps - count
+            if excess > 0:
+                self.stats.lost += excess
+                out.append(Loss(excess, "seq-gap", None))
+            else:
+                self._gap_credit += -excess
+        self._pending_gaps = 0
+
+    def _drops(self) -> int | None:
+        """This socket's ``sk_drops``: the Drops column of /proc/net/netlink."""
+        try:
+            with open("/proc/net/netlink") as f:
+                header = f.readline().split()
+                drops_at, inode_at = header.index("Drops"), header.index("Inode")
+                for line in f:
+                    cols = line.split()
+                    if len(cols) > inode_at and int(cols[inode_at]) == self._inode:
+                        return int(cols[drops_at])
+        except (OSError, ValueError):
+            pass
+        return None
+
+
+__all__ = [
+    "DEFAULT_RCVBUF",
+    "DEFAULT_LINGER",
+    "Listener",
+    "ListenerStats",
+    "Loss",
+    "Item",
+    "PrivilegeError",
+    "NoAckError",
+    "NamespaceError",
+    "NoConnectorError",
+]

@@ -1,0 +1,473 @@
+"""kstructs.cli (the formats) and ``kstructs watch`` (the command) as users
+and scripts see it: stdout, stderr, exit status, signals, pipes."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kstructs.__main__ import KINDS, _kinds
+from kstructs.cli import JsonFormat, TextFormat, printable
+from kstructs.events import (
+    PROCESS_EVENTS,
+    AckEvent,
+    CommEvent,
+    CoredumpEvent,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    GidEvent,
+    ProcessEvent,
+    PtraceEvent,
+    SidEvent,
+    UidEvent,
+    UnknownEvent,
+)
+from kstructs.listener import Listener, Loss
+
+root = pytest.mark.root
+# The command runs in a subprocess of this interpreter.
+spawns = pytest.mark.skipif(not os.access(sys.executable, os.X_OK), reason=f"cannot execute {sys.executable}")
+CLONE_NEWNET = 0x40000000
+
+# One of each kind, as the formats get them.
+SAMPLES: list[ProcessEvent | Loss] = [
+    ForkEvent(0, 10**12, 5, 100, 100, 101, 101),
+    ExecEvent(1, 10**12, 6, 101, 101),
+    UidEvent(0, 10**12, 7, 101, 101, 0, 1000),
+    GidEvent(0, 10**12, 8, 101, 101, 0, 1000),
+    SidEvent(0, 10**12, 9, 101, 101),
+    PtraceEvent(0, 10**12, 10, 101, 101, 100, 100),
+    CommEvent(0, 10**12, 11, 101, 101, 'we"ird\\\udcff'),
+    CoredumpEvent(0, 10**12, 12, 101, 101, 100, 100),
+    ExitEvent(0, 10**12, 13, 101, 101, 3 << 8, 17, 100, 100),
+    Loss(12, "enobufs"),
+    Loss(3, "seq-gap", 1),
+]
+
+
+def keys(event: str) -> list[str]:
+    if event == "lost":
+        return ["event", "count", "reason", "cpu"]
+    return ["event", *(f.name for f in dataclasses.fields(PROCESS_EVENTS[event]))]
+
+
+# --- Formats ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("item", SAMPLES, ids=lambda i: type(i).__name__)
+def test_json_is_json_dumps_of_to_dict(item: ProcessEvent | Loss) -> None:
+    line = JsonFormat()(item)
+    assert line == json.dumps(item.to_dict())
+    obj = json.loads(line)
+    assert list(obj) == keys(obj["event"])
+
+
+def test_json_keys_are_the_contract() -> None:
+    assert keys("fork") == [
+        "event",
+        "cpu",
+        "timestamp_ns",
+        "seq",
+        "parent_pid",
+        "parent_tgid",
+        "child_pid",
+        "child_tgid",
+    ]
+    assert keys("exit")[4:] == ["process_pid", "process_tgid", "exit_code", "exit_signal", "parent_pid", "parent_tgid"]
+    assert keys("uid")[4:] == ["process_pid", "process_tgid", "ruid", "euid"]
+    assert keys("gid")[4:] == ["process_pid", "process_tgid", "rgid", "egid"]
+    assert keys("ptrace")[4:] == ["process_pid", "process_tgid", "tracer_pid", "tracer_tgid"]
+    assert keys("comm")[4:] == ["process_pid", "process_tgid", "comm"]
+    assert keys("coredump")[4:] == ["process_pid", "process_tgid", "parent_pid", "parent_tgid"]
+    assert keys("exec")[4:] == keys("sid")[4:] == ["process_pid", "process_tgid"]
+
+
+def test_text_lines(tmp_path: Path) -> None:
+    for pid, name in (("100", "bash"), ("101", "make")):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "comm").write_text(f"{name}\n")
+    fmt = TextFormat(proc=str(tmp_path))
+    lines = [fmt(item) for item in SAMPLES]
+    clock = r"\d\d:\d\d:\d\d"
+    expected = [
+        rf"{clock} fork         101 parent 100 +bash",  # a child starts with its parent's name
+        rf"{clock} exec         101 +make",  # /proc/101/comm after the exec
+        rf"{clock} uid          101 ruid 0 euid 1000 +make",
+        rf"{clock} gid          101 rgid 0 egid 1000 +make",
+        rf"{clock} sid          101 new session +make",
+        rf"{clock} ptrace       101 tracer 100 +make",
+        rf"{clock} comm         101 comm +we\"ird",
+        rf"{clock} coredump     101 parent 100 +we\"ird",
+        rf"{clock} exit         101 status 3 +we\"ird",
+        rf"{clock} lost           - 12 events \(enobufs\)$",
+        rf"{clock} lost           - 3 events \(seq-gap\) on cpu 1$",
+    ]
+    for line, pattern in zip(lines, expected, strict=True):
+        assert re.match(pattern, line), (line, pattern)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [(0, "status 0"), (3 << 8, "status 3"), (9, "SIGKILL"), (6 | 0x80, "SIGABRT core"), (0x7E, "signal 126")],
+)
+def test_text_exit_status(code: int, text: str) -> None:
+    line = TextFormat(proc="/nonexistent")(ExitEvent(0, 0, 0, 5, 5, code, 17, 1, 1))
+    assert line.split(None, 3)[3] == text
+
+
+def test_exec_of_a_process_already_gone_has_no_name(tmp_path: Path) -> None:
+    fmt = TextFormat(proc=str(tmp_path))
+    fmt.names[7] = "sh"
+    assert fmt(ExecEvent(0, 0, 0, 7, 7)).endswith(" 7")
+    assert fmt(ExitEvent(0, 0, 0, 7, 7, 0, 17, 1, 1)).endswith("status 0")
+
+
+def test_thread_fork_says_so() -> None:
+    line = TextFormat(proc="/nonexistent")(ForkEvent(0, 0, 0, 1, 1, 12, 10))
+    assert "parent 1 thread of 10" in line
+
+
+def test_only_process_events_and_losses_are_printed() -> None:
+    assert all(printable(item) for item in SAMPLES)
+    assert not printable(AckEvent(0, 0, 0, 1, 0))
+    assert not printable(UnknownEvent(0, 0, 0, 0x400, b""))
+
+
+def test_events_option() -> None:
+    assert list(KINDS) == ["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"]
+    assert _kinds("fork, exit") == KINDS["fork"] | KINDS["exit"]
+
+
+# --- The command ----------------------------------------------------------------
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kstructs", *args]
+
+
+class Watch:
+    """``kstructs watch`` in a subprocess, its stdout read line by line."""
+
+    def __init__(self, *args: str, **popen: Any) -> None:
+        self.proc = subprocess.Popen(
+            command("watch", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                self._queue.put(line)
+        except ValueError:  # the test closed the pipe
+            pass
+        self._queue.put(None)
+
+    def until(self, done: Callable[[list[str]], bool], timeout: float = 15.0) -> list[str]:
+        """Start short-lived children (the kernel needs events to send)
+        until ``done(lines)``; their pids are in ``self.children``."""
+        self.children: list[int] = []
+        deadline = time.monotonic() + timeout
+        while not done(self.lines):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no match in {len(self.lines)} lines: {self.lines[-5:]}")
+            child = subprocess.Popen(["sh", "-c", "sleep 0.05; exit 3"])
+            self.children.append(child.pid)
+            child.wait()
+            self._take(0.1)
+        return self.lines
+
+    def _take(self, wait: float) -> None:
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                return
+            if line is None:
+                return
+            self.lines.append(line.rstrip("\n"))
+
+    def finish(self, timeout: float = 15.0) -> tuple[int, str]:
+        """Wait for the exit: (status, stderr)."""
+        assert self.proc.stderr is not None
+        status = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        self._take(0.01)
+        return status, self.proc.stderr.read()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Watch]]:
+    started: list[Watch] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def one_summary_line(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    (line,) = stderr.splitlines()
+    assert re.fullmatch(r"kstructs: \d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ rejected .*", line), line
+
+
+def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
+    objs = [json.loads(line) for line in lines]
+    return [o for o in objs if o.get("process_pid", o.get("child_pid")) in pids]
+
+
+@root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch]) -> None:
+    with Listener() as watcher:  # sees the command's LISTEN and IGNORE replies
+        w = Watch("--format", "json")
+        cleanup.append(w)
+        lines = w.until(lambda lines: any('"event": "exit"' in line and '"exit_code": 768' in line for line in lines))
+        port = _port_id(w.proc.pid)
+        w.proc.send_signal(sig)
+        status, stderr = w.finish()
+        assert status == 0
+        one_summary_line(stderr)
+        for line in lines:
+            obj = json.loads(line)
+            assert list(obj) == keys(obj["event"]), line
+        exits = [o for o in mine(lines, w.children) if o["event"] == "exit"]
+        assert exits and all(o["exit_code"] == 3 << 8 and o["exit_signal"] == 17 for o in exits)
+        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == port + 1]
+        assert len(replies) == 2, "LISTEN and exactly one IGNORE"
+
+
+def _port_id(pid: int) -> int:
+    """The netlink port id of a process's connector socket."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    with open("/proc/net/netlink") as f:
+        header = f.readline().split()
+        for line in f:
+            cols = line.split()
+            if int(cols[header.index("Inode")]) in inodes and cols[header.index("Eth")] == "11":
+                return int(cols[header.index("Pid")])
+    raise AssertionError("no NETLINK_CONNECTOR socket")
+
+
+def _drain(listener: Listener) -> list[Any]:
+    items: list[Any] = []
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        items += listener.read()
+        time.sleep(0.02)
+    return items
+
+
+@root
+def test_text(cleanup: list[Watch]) -> None:
+    w = Watch()
+    cleanup.append(w)
+
+    def seen(lines: list[str]) -> bool:
+        return any(re.search(rf"exit +{pid} status 3 +sh$", line) for line in lines for pid in w.children)
+
+    lines = w.until(seen)
+    w.proc.send_signal(signal.SIGINT)
+    status, stderr = w.finish()
+    assert status == 0
+    one_summary_line(stderr)
+    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) for line in lines), lines[:3]
+    assert any(re.search(rf"exec +{pid} +sh$", line) for line in lines for pid in w.children)
+
+
+@root
+def test_events_option_filters(cleanup: list[Watch]) -> None:
+    w = Watch("--format", "json", "--events", "exit")
+    cleanup.append(w)
+    lines = w.until(lambda lines: bool(mine(lines, w.children)))
+    w.proc.send_signal(signal.SIGINT)
+    status, stderr = w.finish()
+    assert status == 0 and "filtered in" in stderr
+    assert {json.loads(line)["event"] for line in lines} <= {"exit", "lost"}
+
+
+@root
+def test_count(cleanup: list[Watch]) -> None:
+    w = Watch("--format", "json", "--count", "3")
+    cleanup.append(w)
+    w.until(lambda lines: len(lines) >= 3)
+    status, stderr = w.finish()
+    assert status == 0
+    assert len([line for line in w.lines if '"lost"' not in line]) == 3
+    one_summary_line(stderr)
+    assert stderr.startswith("kstructs: 3 events")
+
+
+@root
+def test_duration() -> None:
+    start = time.monotonic()
+    done = subprocess.run(
+        command("watch", "--duration", "0.3"), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0
+    assert 0.3 <= time.monotonic() - start < 15
+    one_summary_line(done.stderr)
+
+
+@root
+def test_piped_into_head() -> None:
+    # `kstructs watch | head -n1`: the reader leaves after one line.
+    proc = subprocess.Popen(command("watch", "--format", "json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    stop = threading.Event()
+
+    def events() -> None:
+        while not stop.is_set():
+            subprocess.run(["true"], check=True)
+            time.sleep(0.02)
+
+    maker = threading.Thread(target=events)
+    maker.start()
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        status = proc.wait(15)  # the next write meets a closed pipe
+    finally:
+        stop.set()
+        maker.join()
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads(first)["event"]
+    assert status == 0
+    one_summary_line(proc.stderr.read().decode())
+
+
+@root
+def test_through_a_shell_pipe() -> None:
+    shell = f"set -o pipefail; {' '.join(command('watch', '--format', 'json'))} | head -n1"
+    proc = subprocess.Popen(["bash", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline:
+        subprocess.run(["true"], check=True)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == 1 and json.loads(out)["event"]
+    one_summary_line(err)
+
+
+def _as_nobody() -> None:  # pragma: no cover - runs in the child
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@root
+def test_unprivileged_user() -> None:
+    # Linux 6.6 lets anyone listen (the connector has NL_CFG_F_NONROOT_RECV
+    # and cn_proc dropped its CAP_NET_ADMIN check); before, it takes privilege.
+    argv = command("watch", "--duration", "0.3")
+    if setpriv := shutil.which("setpriv"):
+        done = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd="/",
+            check=False,
+        )
+    else:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/", check=False
+        )
+    if "Permission denied" in done.stderr and "kstructs:" not in done.stderr:
+        pytest.skip(f"nobody cannot run {sys.executable}")
+    major, minor = (int(re.match(r"\d+", p).group()) for p in os.uname().release.split(".")[:2])  # type: ignore[union-attr]
+    if (major, minor) >= (6, 6):
+        assert done.returncode == 0, done.stderr
+        one_summary_line(done.stderr)
+    else:
+        assert done.returncode == 1
+        (line,) = done.stderr.splitlines()
+        assert "CAP_NET_ADMIN" in line
+
+
+@spawns
+def test_no_privilege_is_one_line() -> None:
+    # Any kernel: the message a refused bind() gives, end to end.
+    script = (
+        "import errno, socket, sys\n"
+        "import kstructs.listener as l\n"
+        "class Refusing(socket.socket):\n"
+        "    def bind(self, address):\n"
+        "        raise PermissionError(errno.EPERM, 'Operation not permitted')\n"
+        "l.socket.socket = Refusing\n"
+        "from kstructs.__main__ import main\n"
+        "sys.exit(main(['watch']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("kstructs: ") and "CAP_NET_ADMIN" in line and "Traceback" not in done.stderr
+
+
+def _new_netns() -> None:  # pragma: no cover - runs in the child
+    if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+
+
+@root
+def test_foreign_network_namespace() -> None:
+    done = subprocess.run(
+        command("watch"), capture_output=True, text=True, timeout=30, preexec_fn=_new_netns, check=False
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert "initial network namespace" in line and "ECONNREFUSED" in line
+
+
+@spawns
+@pytest.mark.parametrize("args", [["--events", "bogus"], ["--count", "0"], ["--duration", "-1"], ["--format", "x"]])
+def test_bad_arguments(args: list[str]) -> None:
+    done = subprocess.run(command("watch", *args), capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+@spawns
+def test_no_command_prints_help() -> None:
+    done = subprocess.run(command(), capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "watch" in done.stderr
+
+
+@root
+def test_console_script() -> None:
+    script = shutil.which("kstructs", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the kstructs console script is not installed next to this Python")
+    done = subprocess.run(
+        [script, "watch", "--duration", "0.2"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0
+    one_summary_line(done.stderr)

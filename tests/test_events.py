@@ -1,0 +1,517 @@
+"""kstructs.events: the parser and the encoders, on bytes only (no kernel)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import json
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kstructs import cn_proc, connector, netlink
+from kstructs.cn_proc import EventKind, proc_event
+from kstructs.connector import cb_id, cn_msg
+from kstructs.events import (
+    PROCESS_EVENTS,
+    AckEvent,
+    CommEvent,
+    CoredumpEvent,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    GidEvent,
+    KstructsError,
+    McastRequest,
+    NetlinkError,
+    Overrun,
+    ParseError,
+    ProcessEvent,
+    PtraceEvent,
+    SidEvent,
+    UidEvent,
+    UnknownEvent,
+    encode_event,
+    encode_ignore,
+    encode_listen,
+    encode_mcast,
+    event_matches,
+    parse_events,
+    parse_request,
+)
+from kstructs.netlink import nlmsghdr
+
+HDR = ctypes.sizeof(nlmsghdr)
+CN = ctypes.sizeof(cn_msg)
+PE = HDR + CN  # where struct proc_event starts: 36, 4-aligned only
+PE_SIZE = ctypes.sizeof(proc_event)
+
+# --- Datagrams built from the layout classes --------------------------------
+
+
+def datagram(
+    what: int,
+    member: str | None = None,
+    *,
+    cpu: int = 1,
+    timestamp_ns: int = 0x0102030405060708,
+    seq: int = 77,
+    ack: int = 0,
+    cn_len: int | None = None,
+    nl_type: int = netlink.NLMSG_DONE,
+    idx: int = connector.CN_IDX_PROC,
+    val: int = connector.CN_VAL_PROC,
+    **fields: Any,
+) -> bytes:
+    """What the kernel sends, assembled from the ctypes layouts (which the
+    compiler checks), not from the parser's Structs."""
+    ev = proc_event(what=what, cpu=cpu, timestamp_ns=timestamp_ns)
+    if member is not None:
+        target = getattr(ev.event_data, member)
+        for name, value in fields.items():
+            if "." in name:
+                outer, inner = name.split(".")
+                setattr(getattr(target, outer), inner, value)
+            else:
+                setattr(target, name, value)
+    payload = bytes(ev)
+    length = PE_SIZE if cn_len is None else cn_len
+    payload = payload[:length] + bytes(max(0, length - len(payload)))
+    cn = cn_msg(id=cb_id(idx=idx, val=val), seq=seq, ack=ack, len=length, flags=0)
+    body = bytes(cn) + payload
+    nl = nlmsghdr(nlmsg_len=netlink.nlmsg_length(len(body)), nlmsg_type=nl_type, nlmsg_flags=0, nlmsg_seq=seq)
+    return bytes(nl) + body
+
+
+# One datagram of each kind, with the value each field must decode to.
+KINDS: list[tuple[bytes, Event]] = [
+    (
+        datagram(cn_proc.PROC_EVENT_FORK, "fork", parent_pid=100, parent_tgid=101, child_pid=200, child_tgid=201),
+        ForkEvent(1, 0x0102030405060708, 77, 100, 101, 200, 201),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_EXEC, "exec", process_pid=300, process_tgid=301),
+        ExecEvent(1, 0x0102030405060708, 77, 300, 301),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_UID, "id", process_pid=5, process_tgid=6, **{"r.ruid": 1000, "e.euid": 0xFFFFFFFE}),
+        UidEvent(1, 0x0102030405060708, 77, 5, 6, 1000, 0xFFFFFFFE),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_GID, "id", process_pid=5, process_tgid=6, **{"r.rgid": 7, "e.egid": 8}),
+        GidEvent(1, 0x0102030405060708, 77, 5, 6, 7, 8),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_SID, "sid", process_pid=9, process_tgid=9),
+        SidEvent(1, 0x0102030405060708, 77, 9, 9),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_PTRACE, "ptrace", process_pid=10, process_tgid=10, tracer_pid=11, tracer_tgid=12),
+        PtraceEvent(1, 0x0102030405060708, 77, 10, 10, 11, 12),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=13, process_tgid=13, comm=b"kworker/0:1"),
+        CommEvent(1, 0x0102030405060708, 77, 13, 13, "kworker/0:1"),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_COREDUMP, "coredump", process_pid=14, process_tgid=14, parent_pid=1, parent_tgid=1),
+        CoredumpEvent(1, 0x0102030405060708, 77, 14, 14, 1, 1),
+    ),
+    (
+        datagram(
+            cn_proc.PROC_EVENT_EXIT,
+            "exit",
+            process_pid=15,
+            process_tgid=15,
+            exit_code=0x300,
+            exit_signal=17,
+            parent_pid=1,
+            parent_tgid=1,
+        ),
+        ExitEvent(1, 0x0102030405060708, 77, 15, 15, 0x300, 17, 1, 1),
+    ),
+    (
+        datagram(cn_proc.PROC_EVENT_NONE, "ack", ack=43, err=0),
+        AckEvent(1, 0x0102030405060708, 77, 43, 0),
+    ),
+]
+
+# A fork the kernel (Linux 6.18) sent, as captured from a socket.
+KERNEL_FORK = bytes.fromhex(
+    "4c000000 0300 0000 70000000 00000000"  # nlmsghdr: 76 bytes, NLMSG_DONE, seq 0x70, from port 0
+    "01000000 01000000 70000000 00000000 2800 0000"  # cn_msg: 1:1, seq, ack 0, len 40
+    "01000000 01000000 da1a5e0e6b000000"  # proc_event: PROC_EVENT_FORK, cpu 1, timestamp_ns
+    "d8060000 d8060000 d9060000 d9060000 0000000000000000"  # fork: 1752, 1752 -> 1753, 1753
+)
+
+
+@pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
+def test_each_kind_decodes_every_field(data: bytes, expected: Event) -> None:
+    assert len(data) == HDR + CN + PE_SIZE == 76
+    assert parse_events(data) == [expected]
+
+
+@pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
+def test_general_path_agrees_with_fast_path(data: bytes, expected: Event) -> None:
+    # A trailing NLMSG_NOOP sends the datagram down the message-by-message path.
+    assert parse_events(data + noop()) == [expected]
+
+
+def test_a_captured_kernel_datagram() -> None:
+    assert parse_events(KERNEL_FORK) == [ForkEvent(1, 0x6B0E5E1ADA, 0x70, 1752, 1752, 1753, 1753)]
+
+
+def test_proc_event_at_offset_36_is_only_four_aligned() -> None:
+    # timestamp_ns is declared aligned(8), yet in the datagram it sits at 44.
+    assert PE % 8 == 4
+    assert PE + proc_event.timestamp_ns.offset == 44
+    (ev,) = parse_events(memoryview(bytearray(KERNEL_FORK)))
+    assert isinstance(ev, ForkEvent) and ev.timestamp_ns == 0x6B0E5E1ADA
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_buffers(wrap: Any) -> None:
+    assert parse_events(wrap(KERNEL_FORK)) == parse_events(KERNEL_FORK)
+
+
+def test_non_contiguous_and_wide_memoryviews() -> None:
+    spread = bytearray(2 * len(KERNEL_FORK))
+    spread[::2] = KERNEL_FORK
+    assert parse_events(memoryview(spread)[::2]) == parse_events(KERNEL_FORK)
+    assert parse_events(memoryview(KERNEL_FORK).cast("I")) == parse_events(KERNEL_FORK)
+
+
+def test_comm_stops_at_the_first_nul_and_keeps_odd_bytes() -> None:
+    data = datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=1, process_tgid=1, comm=b"a\xffb")
+    (ev,) = parse_events(data)
+    assert isinstance(ev, CommEvent)
+    assert ev.comm == "a\udcffb"  # surrogateescape: os.fsencode() gives the bytes back
+    assert ev.comm.encode("utf-8", "surrogateescape") == b"a\xffb"
+    full = datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=1, process_tgid=1, comm=b"0123456789abcdef")
+    assert parse_events(full) == [CommEvent(1, 0x0102030405060708, 77, 1, 1, "0123456789abcdef")]
+
+
+def test_unknown_kind_keeps_the_raw_event_data() -> None:
+    data = datagram(0x1000, "exit", process_pid=0x11223344)
+    (ev,) = parse_events(data)
+    assert ev == UnknownEvent(1, 0x0102030405060708, 77, 0x1000, struct.pack("=i", 0x11223344) + bytes(20))
+    assert isinstance(ev, UnknownEvent) and ev.to_dict()["data"] == ev.data.hex()
+
+
+def test_nonzero_exit_bit_is_a_filter_not_a_kind() -> None:
+    (ev,) = parse_events(datagram(cn_proc.PROC_EVENT_NONZERO_EXIT))
+    assert isinstance(ev, UnknownEvent) and ev.what == cn_proc.PROC_EVENT_NONZERO_EXIT
+
+
+# --- Old kernels ------------------------------------------------------------
+
+
+def test_exit_before_4_18_has_no_parent() -> None:
+    # Before Linux 4.18 exit_proc_event ended after exit_signal; before 3.2
+    # (no comm) the whole union was 16 bytes: cn_msg.len 32.
+    data = datagram(cn_proc.PROC_EVENT_EXIT, "exit", cn_len=32, process_pid=5, process_tgid=5, exit_code=9)
+    assert parse_events(data) == [ExitEvent(1, 0x0102030405060708, 77, 5, 5, 9, 0, 0, 0)]
+
+
+def test_coredump_before_4_18_has_no_parent() -> None:
+    data = datagram(cn_proc.PROC_EVENT_COREDUMP, "coredump", cn_len=24, process_pid=5, process_tgid=6)
+    assert parse_events(data) == [CoredumpEvent(1, 0x0102030405060708, 77, 5, 6, 0, 0)]
+
+
+def test_fork_from_a_kernel_before_3_2() -> None:
+    data = datagram(cn_proc.PROC_EVENT_FORK, "fork", cn_len=32, parent_pid=1, parent_tgid=1, child_pid=2, child_tgid=2)
+    assert len(data) == 68
+    assert parse_events(data) == [ForkEvent(1, 0x0102030405060708, 77, 1, 1, 2, 2)]
+
+
+def test_a_longer_proc_event_from_a_future_kernel() -> None:
+    data = datagram(cn_proc.PROC_EVENT_EXEC, "exec", cn_len=PE_SIZE + 8, process_pid=3, process_tgid=3)
+    assert parse_events(data) == [ExecEvent(1, 0x0102030405060708, 77, 3, 3)]
+
+
+# --- Netlink control messages and several messages per datagram -------------
+
+
+def control(nl_type: int, payload: bytes = b"", seq: int = 0) -> bytes:
+    nl = nlmsghdr(nlmsg_len=netlink.nlmsg_length(len(payload)), nlmsg_type=nl_type, nlmsg_seq=seq)
+    return bytes(nl) + payload + bytes(netlink.nlmsg_align(len(payload)) - len(payload))
+
+
+def noop() -> bytes:
+    return control(netlink.NLMSG_NOOP)
+
+
+def test_several_messages_in_one_datagram() -> None:
+    fork, exit_ = KINDS[0], KINDS[8]
+    data = fork[0] + noop() + exit_[0]
+    assert parse_events(data) == [fork[1], exit_[1]]
+
+
+def test_noop_alone_is_nothing() -> None:
+    assert parse_events(noop()) == []
+    assert parse_events(b"") == []
+
+
+def test_nlmsg_error_and_overrun_are_values() -> None:
+    err = netlink.nlmsgerr(error=-111)
+    data = control(netlink.NLMSG_ERROR, bytes(err), seq=5) + control(netlink.NLMSG_OVERRUN, seq=6) + KINDS[1][0]
+    assert parse_events(data) == [NetlinkError(seq=5, error=-111), Overrun(seq=6), KINDS[1][1]]
+
+
+def test_last_message_may_lack_its_padding() -> None:
+    data = datagram(cn_proc.PROC_EVENT_EXEC, "exec", cn_len=PE_SIZE + 1, process_pid=3, process_tgid=3)
+    assert len(data) % 4 == 1
+    assert parse_events(data) == [ExecEvent(1, 0x0102030405060708, 77, 3, 3)]
+
+
+# --- Malformed input: ParseError, one line, the offending value in hex --------
+
+FORK = KINDS[0][0]
+
+
+def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+MALFORMED = {
+    "trailing bytes": (FORK + b"\0" * 5, "0x5 trailing bytes are shorter than nlmsghdr 0x10"),
+    "short header": (b"\x01\x02\x03", "0x3 trailing bytes are shorter than nlmsghdr 0x10"),
+    "nlmsg_len too small": (patched(FORK, 0, "=I", 8), "nlmsg_len 0x8 is shorter than nlmsghdr 0x10"),
+    "nlmsg_len past end": (patched(FORK, 0, "=I", 0x60), "nlmsg_len 0x60 runs past the datagram end 0x4c"),
+    "no room for cn_msg": (
+        control(netlink.NLMSG_DONE, b"\0" * 8),
+        "nlmsg_len 0x18 is too short for cn_msg (needs 0x24)",
+    ),
+    "cn_msg.len past end": (patched(FORK, HDR + 16, "=H", 0x40), "cn_msg.len 0x40 runs past the message end 0x4c"),
+    "cn_msg.len short": (
+        patched(FORK, HDR + 16, "=H", 8),
+        "cn_msg.len 0x8 is shorter than the proc_event header 0x10",
+    ),
+    "cn_msg.len short for kind": (
+        datagram(cn_proc.PROC_EVENT_FORK, cn_len=24),
+        "cn_msg.len 0x18 is too short for PROC_EVENT_FORK (needs 0x20)",
+    ),
+    "exit without exit_signal": (
+        datagram(cn_proc.PROC_EVENT_EXIT, cn_len=28),
+        "cn_msg.len 0x1c is too short for PROC_EVENT_EXIT (needs 0x20)",
+    ),
+    "foreign idx": (datagram(0, idx=connector.CN_IDX_CIFS), "cn_msg.id 0x2:0x1 is not CN_IDX_PROC:CN_VAL_PROC"),
+    "foreign val": (datagram(0, val=7), "cn_msg.id 0x1:0x7 is not CN_IDX_PROC:CN_VAL_PROC"),
+    "unknown nlmsg_type": (
+        patched(FORK, 4, "=H", netlink.NLMSG_MIN_TYPE),
+        "nlmsg_type 0x10 is not NLMSG_DONE or a netlink control type",
+    ),
+    "short nlmsgerr": (
+        control(netlink.NLMSG_ERROR, b"\0" * 4),
+        "nlmsg_len 0x14 is too short for nlmsgerr (needs 0x24)",
+    ),
+    "second message past end": (FORK + FORK[:40], "nlmsg_len 0x4c runs past the datagram end 0x28"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed(case: str) -> None:
+    data, message = MALFORMED[case]
+    with pytest.raises(ParseError) as info:
+        parse_events(data)
+    assert str(info.value) == message
+    assert "\n" not in message and not message.endswith(".")
+
+
+def test_parse_error_is_a_value_error_and_a_kstructs_error() -> None:
+    assert issubclass(ParseError, ValueError) and issubclass(ParseError, KstructsError)
+    with pytest.raises(ParseError) as info:
+        parse_events(FORK + FORK[:40])
+    assert info.value.offset == 76
+
+
+# --- Values -----------------------------------------------------------------
+
+
+def test_events_are_frozen_slotted_values() -> None:
+    ev = ForkEvent(1, 0x0102030405060708, 77, 100, 101, 200, 201)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.cpu = 2  # type: ignore[misc]
+    assert not hasattr(ev, "__dict__")
+    assert hash(ev) == hash(KINDS[0][1])
+    assert dataclasses.replace(ev, cpu=0).cpu == 0
+    # Parsed instances are ordinary instances of the public class.
+    (parsed,) = parse_events(KINDS[0][0])
+    assert type(parsed) is ForkEvent and parsed == ev
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.cpu = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cls", list(PROCESS_EVENTS.values()))
+def test_fields_start_with_cpu_timestamp_seq(cls: type[ProcessEvent]) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert names[:3] == ["cpu", "timestamp_ns", "seq"]
+    assert cls.what in set(EventKind)
+
+
+def test_cli_names_and_kernel_bits() -> None:
+    assert list(PROCESS_EVENTS) == ["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"]
+    assert PROCESS_EVENTS["coredump"].what == cn_proc.PROC_EVENT_COREDUMP
+
+
+@pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
+def test_to_dict_has_exactly_the_json_keys(data: bytes, expected: Event) -> None:
+    d = expected.to_dict()
+    assert list(d) == ["event", *(f.name for f in dataclasses.fields(expected))]
+    assert d["event"] == expected.event
+    assert json.loads(json.dumps(d)) == d
+
+
+# --- event_matches: the kernel's cn_filter() ---------------------------------
+
+EXIT0 = ExitEvent(0, 0, 0, 1, 1, 0, 17, 0, 0)
+EXIT3 = ExitEvent(0, 0, 0, 1, 1, 0x300, 17, 0, 0)
+ACK = AckEvent(0, 0, 0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "event", "passes"),
+    [
+        (EventKind.FORK, KINDS[0][1], True),
+        (EventKind.FORK, KINDS[1][1], False),
+        (EventKind.EXIT, EXIT0, True),
+        (EventKind.NONZERO_EXIT, EXIT0, False),
+        (EventKind.NONZERO_EXIT, EXIT3, True),
+        (EventKind.NONZERO_EXIT | EventKind.EXIT, EXIT0, True),
+        (EventKind.FORK, ACK, False),
+        (cn_proc.PROC_EVENT_ALL, ACK, True),
+        (0, ACK, True),  # the kernel reads an empty mask as "all"
+        (EventKind.FORK, NetlinkError(0, -1), True),
+        (EventKind.FORK, UnknownEvent(0, 0, 0, 0x400, b""), False),
+        (0x400, UnknownEvent(0, 0, 0, 0x400, b""), True),
+    ],
+)
+def test_event_matches_mirrors_cn_filter(kinds: int, event: Event, passes: bool) -> None:
+    assert event_matches(event, kinds) is passes
+
+
+# --- Encoders ---------------------------------------------------------------
+
+
+def test_listen_is_the_bare_op() -> None:
+    assert encode_listen(seq=1, ack=0x1234, port_id=99) == bytes.fromhex(
+        "28000000 0300 0000 01000000 63000000"  # nlmsghdr: 40 bytes, NLMSG_DONE, seq 1, port 99
+        "01000000 01000000 01000000 34120000 0400 0000"  # cn_msg: 1:1, seq 1, ack, len 4
+        "01000000"  # PROC_CN_MCAST_LISTEN
+    )
+
+
+def test_listen_with_events_is_a_proc_input() -> None:
+    data = encode_listen(EventKind.FORK | EventKind.EXIT)
+    assert len(data) == HDR + CN + ctypes.sizeof(cn_proc.proc_input) == 44
+    assert data[PE:] == struct.pack("=II", cn_proc.PROC_CN_MCAST_LISTEN, 0x80000001)
+    assert struct.unpack_from("=H", data, HDR + 16) == (8,)  # cn_msg.len tells the kernel which
+
+
+def test_ignore() -> None:
+    assert encode_ignore()[PE:] == struct.pack("=I", cn_proc.PROC_CN_MCAST_IGNORE)
+    filtered = encode_ignore(filtered=True)
+    assert filtered[PE:] == struct.pack("=II", cn_proc.PROC_CN_MCAST_IGNORE, cn_proc.PROC_EVENT_ALL)
+
+
+def test_requests_round_trip() -> None:
+    assert parse_request(encode_listen(ack=5, seq=6, port_id=7)) == McastRequest(1, None, 6, 5, 7)
+    assert parse_request(encode_listen(EventKind.EXEC)) == McastRequest(1, cn_proc.PROC_EVENT_EXEC, 0, 0, 0)
+    assert parse_request(encode_mcast(cn_proc.PROC_CN_MCAST_IGNORE)).op == cn_proc.PROC_CN_MCAST_IGNORE
+    with pytest.raises(ParseError, match=r"^cn_msg\.len 0x2 is neither a u32 op nor a proc_input 0x8$"):
+        parse_request(patched(encode_listen(), HDR + 16, "=H", 2))
+
+
+def test_a_request_is_not_an_event() -> None:
+    with pytest.raises(ParseError, match=r"^cn_msg\.len 0x4 is shorter than the proc_event header 0x10$"):
+        parse_events(encode_listen())
+
+
+# --- Properties -------------------------------------------------------------
+
+s32 = st.integers(-(2**31), 2**31 - 1)
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+head = {"cpu": u32, "timestamp_ns": u64, "seq": u32}
+comm = st.binary(max_size=16).map(lambda b: b.split(b"\0")[0].decode("utf-8", "surrogateescape"))
+
+EVENTS = st.one_of(
+    st.builds(ForkEvent, **head, parent_pid=s32, parent_tgid=s32, child_pid=s32, child_tgid=s32),
+    st.builds(ExecEvent, **head, process_pid=s32, process_tgid=s32),
+    st.builds(UidEvent, **head, process_pid=s32, process_tgid=s32, ruid=u32, euid=u32),
+    st.builds(GidEvent, **head, process_pid=s32, process_tgid=s32, rgid=u32, egid=u32),
+    st.builds(SidEvent, **head, process_pid=s32, process_tgid=s32),
+    st.builds(PtraceEvent, **head, process_pid=s32, process_tgid=s32, tracer_pid=s32, tracer_tgid=s32),
+    st.builds(CommEvent, **head, process_pid=s32, process_tgid=s32, comm=comm),
+    st.builds(CoredumpEvent, **head, process_pid=s32, process_tgid=s32, parent_pid=s32, parent_tgid=s32),
+    st.builds(
+        ExitEvent,
+        **head,
+        process_pid=s32,
+        process_tgid=s32,
+        exit_code=u32,
+        exit_signal=u32,
+        parent_pid=s32,
+        parent_tgid=s32,
+    ),
+    st.builds(AckEvent, **head, ack=u32, err=u32),
+    st.builds(
+        UnknownEvent,
+        **head,
+        what=u32.filter(lambda w: w not in {0, *(c.what for c in PROCESS_EVENTS.values())}),
+        data=st.binary(max_size=64),
+    ),
+)
+
+
+@given(EVENTS)
+def test_encode_then_parse_round_trips(event: ProcessEvent | AckEvent | UnknownEvent) -> None:
+    data = encode_event(event)
+    assert parse_events(data) == [event]
+    assert parse_events(data + bytes(-len(data) % 4) + noop()) == [event]
+
+
+@given(st.lists(EVENTS, min_size=1, max_size=4))
+def test_several_events_round_trip(events: list[ProcessEvent | AckEvent | UnknownEvent]) -> None:
+    data = b"".join(encode_event(e) + b"\0" * (-len(encode_event(e)) % 4) for e in events)
+    assert parse_events(data) == events
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_only_raise_parse_error(data: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        parse_events(data)
+
+
+@settings(max_examples=300)
+@given(EVENTS, st.data())
+def test_mutated_datagrams_only_raise_parse_error(event: ProcessEvent | AckEvent | UnknownEvent, data: Any) -> None:
+    raw = bytearray(encode_event(event))
+    for _ in range(data.draw(st.integers(1, 4))):
+        how = data.draw(st.sampled_from(["flip", "cut", "grow", "field"]))
+        if how == "flip" and raw:
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            del raw[data.draw(st.integers(0, len(raw))) :]
+        elif how == "grow":
+            raw += data.draw(st.binary(min_size=1, max_size=40))
+        elif how == "field" and len(raw) >= PE:
+            # Lengths and ids are where the parser has to be careful.
+            offset, fmt = data.draw(
+                st.sampled_from([(0, "=I"), (4, "=H"), (HDR, "=I"), (HDR + 4, "=I"), (HDR + 16, "=H")])
+            )
+            struct.pack_into(fmt, raw, offset, data.draw(st.integers(0, 2 ** (8 * struct.calcsize(fmt)) - 1)))
+    try:
+        events = parse_events(bytes(raw))
+    except ParseError:
+        return
+    for ev in events:
+        assert isinstance(ev.to_dict(), dict)

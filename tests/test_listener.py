@@ -1,0 +1,495 @@
+"""kstructs.listener against the running kernel: a workload whose events are
+known, decoded field by field; filters, replies, the sender check, losses.
+
+The machine may be busy (other listeners, fork storms): every assertion is
+about this test's own processes, found by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import pytest
+
+from kstructs.cn_proc import EventKind
+from kstructs.events import (
+    AckEvent,
+    CommEvent,
+    CoredumpEvent,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    GidEvent,
+    PtraceEvent,
+    SidEvent,
+    UidEvent,
+    encode_event,
+)
+from kstructs.listener import Item, Listener, Loss, NamespaceError, NoAckError, PrivilegeError
+from kstructs.netlink import NETLINK_CONNECTOR
+
+root = pytest.mark.root
+libc = ctypes.CDLL(None, use_errno=True)
+
+PR_SET_NAME = 15  # <linux/prctl.h>
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17  # <linux/ptrace.h>
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000  # <linux/sched.h>
+GID, UID = 4242, 4343
+NCPU = os.cpu_count() or 1
+
+
+def kernel() -> tuple[int, int]:
+    major, minor = os.uname().release.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()))
+
+
+def pid_of(item: Item) -> int | None:
+    """The process an event is about."""
+    for name in ("child_pid", "process_pid"):
+        value = getattr(item, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def collect(listener: Listener, done: Callable[[list[Item]], bool], timeout: float = 10.0) -> list[Item]:
+    """Read until ``done(items)``; fail after ``timeout`` seconds."""
+    items: list[Item] = []
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        items += listener.read()
+        if done(items):
+            return items
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s with {len(items)} items")
+        poller.poll(50)
+
+
+def about(items: list[Item], *pids: int) -> list[Item]:
+    return [item for item in items if pid_of(item) in pids]
+
+
+def exited(pid: int) -> Callable[[list[Item]], bool]:
+    return lambda items: any(isinstance(e, ExitEvent) and e.process_pid == pid for e in items)
+
+
+def in_child(body: Callable[[], int]) -> int:
+    """Run ``body`` in a forked child; its return value is the exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 99
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    with Listener() as lst:
+        yield lst
+
+
+# --- The workload ------------------------------------------------------------
+
+
+def _workload() -> NoReturn:  # pragma: no cover - the child
+    try:
+        os.setsid()
+        libc.prctl(PR_SET_NAME, b"kstructs-kid", 0, 0, 0)
+        os.setgid(GID)
+        os.setuid(UID)
+    finally:
+        os._exit(7)
+
+
+@root
+def test_workload_every_field(listener: Listener) -> None:
+    me = os.getpid()
+    before = time.monotonic_ns()
+    child = os.fork()
+    if child == 0:  # pragma: no cover
+        _workload()
+    # Reap only after the exit event: a reaped task's exit event has no parent.
+    items = about(collect(listener, exited(child)), child)
+    os.waitpid(child, 0)
+    after = time.monotonic_ns()
+    kinds = {type(e): e for e in items}
+    assert list(kinds) == [ForkEvent, SidEvent, CommEvent, GidEvent, UidEvent, ExitEvent], items
+
+    fork = kinds[ForkEvent]
+    assert isinstance(fork, ForkEvent)
+    assert (fork.parent_pid, fork.parent_tgid, fork.child_pid, fork.child_tgid) == (me, me, child, child)
+    assert kinds[SidEvent] == SidEvent(*_head(kinds[SidEvent]), process_pid=child, process_tgid=child)
+    assert kinds[CommEvent] == CommEvent(*_head(kinds[CommEvent]), child, child, comm="kstructs-kid")
+    assert kinds[GidEvent] == GidEvent(*_head(kinds[GidEvent]), child, child, rgid=GID, egid=GID)
+    assert kinds[UidEvent] == UidEvent(*_head(kinds[UidEvent]), child, child, ruid=UID, euid=UID)
+    exit_ = kinds[ExitEvent]
+    assert exit_ == ExitEvent(
+        *_head(exit_),
+        process_pid=child,
+        process_tgid=child,
+        exit_code=7 << 8,  # a wait(2) status
+        exit_signal=signal.SIGCHLD,
+        parent_pid=me,
+        parent_tgid=me,
+    )
+    stamps = [int(getattr(e, "timestamp_ns", 0)) for e in items]
+    assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
+    for cpu, _, seq in map(_head, items):
+        assert 0 <= cpu < NCPU
+        assert 0 <= seq < 2**32
+
+
+def _head(ev: Any) -> tuple[int, int, int]:
+    return ev.cpu, ev.timestamp_ns, ev.seq
+
+
+@root
+def test_exec(listener: Listener) -> None:
+    proc = subprocess.Popen(["/bin/true"])
+    items = about(collect(listener, exited(proc.pid)), proc.pid)
+    proc.wait()
+    assert [type(e) for e in items] == [ForkEvent, ExecEvent, ExitEvent]
+    exec_ = items[1]
+    assert isinstance(exec_, ExecEvent)
+    assert (exec_.process_pid, exec_.process_tgid) == (proc.pid, proc.pid)
+    assert isinstance(items[2], ExitEvent) and items[2].exit_code == 0
+
+
+@root
+def test_kill_by_signal(listener: Listener) -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    collect(listener, lambda items: any(isinstance(e, ExecEvent) and e.process_pid == proc.pid for e in items))
+    proc.kill()
+    (exit_,) = [e for e in about(collect(listener, exited(proc.pid)), proc.pid) if isinstance(e, ExitEvent)]
+    proc.wait()
+    assert (exit_.exit_code, exit_.exit_signal) == (signal.SIGKILL, signal.SIGCHLD)
+    assert (exit_.parent_pid, exit_.parent_tgid) in {(os.getpid(), os.getpid()), (0, 0)}
+
+
+@root
+def test_ptrace_attach_and_detach(listener: Listener) -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        collect(listener, lambda items: any(isinstance(e, ExecEvent) and e.process_pid == proc.pid for e in items))
+        assert libc.ptrace(PTRACE_ATTACH, proc.pid, None, None) == 0, os.strerror(ctypes.get_errno())
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        assert libc.ptrace(PTRACE_DETACH, proc.pid, None, None) == 0, os.strerror(ctypes.get_errno())
+        items = collect(listener, lambda items: len([e for e in items if isinstance(e, PtraceEvent)]) >= 2)
+    finally:
+        proc.kill()
+        proc.wait()
+    attach, detach = [e for e in about(items, proc.pid) if isinstance(e, PtraceEvent)]
+    me = os.getpid()
+    assert (attach.process_pid, attach.process_tgid) == (proc.pid, proc.pid)
+    assert (attach.tracer_pid, attach.tracer_tgid) == (threading.get_native_id(), me)
+    assert (detach.process_pid, detach.process_tgid, detach.tracer_pid, detach.tracer_tgid) == (
+        proc.pid,
+        proc.pid,
+        0,
+        0,
+    )
+
+
+@root
+def test_core_dump(listener: Listener, tmp_path: Any) -> None:
+    # The kernel reports the core dump before it looks at RLIMIT_CORE: with
+    # a limit of 0 no file is written (unless core_pattern pipes to a
+    # handler) and nothing global changes.
+    proc = subprocess.Popen(["sh", "-c", "ulimit -c 0; kill -ABRT $$"], cwd=tmp_path)
+    items = about(collect(listener, exited(proc.pid)), proc.pid)
+    proc.wait()
+    (dump,) = [e for e in items if isinstance(e, CoredumpEvent)]
+    (exit_,) = [e for e in items if isinstance(e, ExitEvent)]
+    me = os.getpid()
+    assert (dump.process_pid, dump.process_tgid, dump.parent_pid, dump.parent_tgid) == (proc.pid, proc.pid, me, me)
+    assert exit_.exit_code & 0x7F == signal.SIGABRT  # | 0x80 if a pipe handler took the core
+    assert dump.timestamp_ns <= exit_.timestamp_ns
+
+
+@root
+def test_thread(listener: Listener) -> None:
+    thread = threading.Thread(target=time.sleep, args=(0.01,))
+    thread.start()
+    tid = thread.native_id
+    thread.join()
+    assert tid is not None
+    items = about(collect(listener, exited(tid)), tid)
+    fork, exit_ = items
+    me = os.getpid()
+    # A thread's real_parent is its process's parent.
+    assert fork == ForkEvent(*_head(fork), os.getppid(), os.getppid(), child_pid=tid, child_tgid=me)
+    # Not the group leader: no exit signal (-1), reaped before the report.
+    assert exit_ == ExitEvent(*_head(exit_), tid, me, exit_code=0, exit_signal=0xFFFFFFFF, parent_pid=0, parent_tgid=0)
+
+
+# --- Filters ----------------------------------------------------------------
+
+
+@root
+def test_kernel_filter_by_proc_input() -> None:
+    with Listener(EventKind.EXIT) as lst:
+        proc = subprocess.Popen(["/bin/true"])
+        items = collect(lst, exited(proc.pid))
+        proc.wait()
+        assert all(isinstance(e, ExitEvent) for e in items), {type(e) for e in items}
+        # Only what slipped in between the proc_input probe and the filter
+        # reached user space.
+        assert lst.stats.kernel_filter is (kernel() >= (6, 6))
+
+
+@root
+def test_nonzero_exit_filter() -> None:
+    with Listener(EventKind.NONZERO_EXIT) as lst:
+        zero = subprocess.Popen(["sh", "-c", "exit 0"])
+        zero.wait()
+        three = subprocess.Popen(["sh", "-c", "exit 3"])
+        items = collect(lst, exited(three.pid))
+        three.wait()
+        assert not about(items, zero.pid)
+        assert [e.exit_code for e in about(items, three.pid)] == [3 << 8]  # type: ignore[union-attr]
+        assert all(isinstance(e, ExitEvent) and e.exit_code for e in items)
+
+
+@root
+def test_user_space_filter_matches_the_kernels() -> None:
+    # Subscribed to everything in the kernel, filtered here: the same stream.
+    with Listener(EventKind.EXEC) as lst:
+        lst.stats.kernel_filter = False
+        lst._pass = frozenset({ExecEvent})  # what a kernel before 6.6 leaves to user space
+        proc = subprocess.Popen(["/bin/true"])
+        items = collect(lst, lambda items: any(pid_of(e) == proc.pid for e in items))
+        proc.wait()
+        assert all(isinstance(e, ExecEvent) for e in items)
+
+
+# --- Subscription: replies and IGNORE ----------------------------------------
+
+
+def _replies(items: list[Item], port_id: int) -> list[AckEvent]:
+    return [e for e in items if isinstance(e, AckEvent) and e.ack == (port_id + 1) & 0xFFFFFFFF]
+
+
+@root
+@pytest.mark.parametrize(("events", "replies"), [(None, 2), (EventKind.FORK, 3)])
+def test_ack_and_exactly_one_ignore(events: EventKind | None, replies: int) -> None:
+    # Every subscriber's reply goes to every listener: a second listener sees
+    # A's LISTEN (and, filtered, its proc_input probe) and A's IGNORE.
+    with Listener() as watcher:
+        a = Listener(events).open()
+        assert a.port_id != 0
+        a.close()
+        a.close()
+        assert a.ignore_sent and a.closed
+        seen = collect(watcher, lambda items: len(_replies(items, a.port_id)) >= replies)
+        time.sleep(0.1)
+        seen += watcher.read()
+        acks = _replies(seen, a.port_id)
+        assert len(acks) == replies
+        assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
+
+
+@root
+def test_open_is_idempotent_and_close_final() -> None:
+    lst = Listener()
+    assert lst.open() is lst.open()
+    lst.close()
+    with pytest.raises(ValueError, match="closed"):
+        lst.open()
+    with pytest.raises(ValueError, match="not open"):
+        lst.read()
+
+
+# --- Sender check -------------------------------------------------------------
+
+
+@root
+def test_datagrams_from_another_socket_are_rejected(listener: Listener) -> None:
+    fake = encode_event(ForkEvent(0, 1, 2, 3, 3, 424242, 424242))
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR) as other:
+        other.bind((0, 0))
+        other.sendto(fake, (listener.port_id, 0))
+    items = collect(listener, lambda _: listener.stats.foreign >= 1, timeout=5)
+    assert not about(items, 424242)
+    assert listener.stats.rejected >= 1
+
+
+@root
+def test_only_cap_net_admin_can_send_to_a_listener(listener: Listener) -> None:
+    # netlink_sendmsg(): the connector lacks NL_CFG_F_NONROOT_SEND.
+    def send() -> int:
+        os.setgid(65534)
+        os.setuid(65534)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR) as s:
+            try:
+                s.sendto(b"x" * 16, (listener.port_id, 0))
+            except PermissionError:
+                return 0
+        return 1
+
+    assert in_child(send) == 0
+
+
+# --- Losses -------------------------------------------------------------------
+
+
+def _proc_drops(sock_inode: int) -> int:
+    with open("/proc/net/netlink") as f:
+        header = f.readline().split()
+        for line in f:
+            cols = line.split()
+            if int(cols[header.index("Inode")]) == sock_inode:
+                return int(cols[header.index("Drops")])
+    raise AssertionError("socket not in /proc/net/netlink")
+
+
+@root
+def test_enobufs_becomes_loss_records() -> None:
+    with Listener(rcvbuf=1) as lst:  # the kernel's minimum: a couple of datagrams
+        inode = os.fstat(lst.fileno()).st_ino
+
+        def storm() -> int:
+            for _ in range(200):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            return 0
+
+        assert in_child(storm) == 0
+        items: list[Item] = []
+        while batch := lst.read():
+            items += batch
+        losses = [e for e in items if isinstance(e, Loss)]
+        assert lst.stats.enobufs >= 1
+        assert losses and {loss.reason for loss in losses} <= {"enobufs", "seq-gap"}
+        assert lst.stats.lost == sum(loss.count for loss in losses) == _proc_drops(inode)
+        # Every gap in each CPU's sequence is accounted for by a loss.
+        seqs: dict[int, list[int]] = {}
+        for e in items:
+            if not isinstance(e, Loss | AckEvent):
+                seqs.setdefault(e.cpu, []).append(e.seq)  # type: ignore[union-attr]
+        gaps = sum(max(s) - min(s) + 1 - len(s) for s in seqs.values())
+        assert gaps <= lst.stats.lost
+
+
+# --- Other ways to read -------------------------------------------------------
+
+
+@root
+def test_blocking_iterator(listener: Listener) -> None:
+    proc = subprocess.Popen(["/bin/true"])
+    for item in listener:
+        if isinstance(item, ExitEvent) and item.process_pid == proc.pid:
+            break
+    proc.wait()
+
+
+@root
+def test_breaking_out_of_the_iterator_loses_nothing(listener: Listener) -> None:
+    first = subprocess.Popen(["true"])
+    first.wait()
+    second = subprocess.Popen(["true"])
+    second.wait()
+    time.sleep(0.1)  # both exits queued, in this order: one receive takes them together
+    for item in listener:
+        if isinstance(item, ExitEvent) and item.process_pid == first.pid:
+            break
+    collect(listener, exited(second.pid))
+
+
+@root
+def test_async_iterator(listener: Listener) -> None:
+    async def main() -> ExitEvent:
+        proc = await asyncio.create_subprocess_exec("/bin/true")
+        async for item in listener:
+            if isinstance(item, ExitEvent) and item.process_pid == proc.pid:
+                await proc.wait()
+                return item
+        raise AssertionError("unreachable")
+
+    ev = asyncio.run(asyncio.wait_for(main(), 10))
+    assert ev.exit_code == 0
+
+
+@root
+def test_read_does_not_block(listener: Listener) -> None:
+    start = time.monotonic()
+    listener.read()
+    assert time.monotonic() - start < 1.0
+    assert select.select([listener.fileno()], [], [], 0) is not None
+
+
+# --- Errors -------------------------------------------------------------------
+
+
+@root
+def test_foreign_network_namespace() -> None:
+    def body() -> int:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            return 2
+        try:
+            Listener().open()
+        except NamespaceError as e:
+            ok = e.errno == errno.ECONNREFUSED and "initial network namespace" in str(e)
+            return 0 if ok else 1
+        return 1
+
+    assert in_child(body) == 0
+
+
+@root
+def test_no_reply_in_a_user_namespace() -> None:
+    def body() -> int:
+        if libc.unshare(CLONE_NEWUSER) != 0:
+            return 2
+        try:
+            Listener(ack_timeout=0.2).open()
+        except NoAckError as e:
+            return 0 if isinstance(e, TimeoutError) and "CONFIG_PROC_EVENTS" in str(e) else 1
+        return 1
+
+    code = in_child(body)
+    if code == 2:
+        pytest.skip("user namespaces are not available")
+    assert code == 0
+
+
+def test_no_privilege_names_cap_net_admin(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Refusing(socket.socket):
+        def bind(self, address: Any) -> None:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(socket, "socket", Refusing)  # the module kstructs.listener calls
+    with pytest.raises(PrivilegeError) as info:
+        Listener().open()
+    assert isinstance(info.value, PermissionError) and info.value.errno == errno.EPERM
+    assert "CAP_NET_ADMIN" in str(info.value)
+
+
+def test_loss_values() -> None:
+    loss = Loss(12, "enobufs")
+    assert loss.to_dict() == {"event": "lost", "count": 12, "reason": "enobufs", "cpu": None}
+    assert Loss(3, "seq-gap", 1).to_dict()["cpu"] == 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
