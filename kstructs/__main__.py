@@ -1,7 +1,7 @@
 """``python -m kstructs`` and the ``kstructs`` console script.
 
 ``kstructs watch`` prints process events, one per line, on stdout and
-nothing else; a statistics line goes to stderr at the end. SIGINT, SIGTERM,
+nothing else; a statistics line goes to stderr at the end. SIGINT, SIGTERM, SIGHUP,
 ``--duration``, ``--count`` and a closed pipe all end it the same way:
 unsubscribe (``PROC_CN_MCAST_IGNORE``), flush, exit 0. Expected failures
 (no privilege, no process events, a foreign network namespace) print one
@@ -11,6 +11,7 @@ line to stderr and exit 1.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import select
 import signal
@@ -44,8 +45,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number: {text!r}")
     return value
 
 
@@ -96,6 +97,9 @@ def _error_text(error: BaseException) -> str:
 def watch(fmt: str, events: EventKind | None, duration: float | None, count: int | None) -> int:
     """``kstructs watch``: the exit status."""
     format_item = cli.formatter(fmt)
+    if sys.stdout is None:
+        print("kstructs: stdout is closed", file=sys.stderr)
+        return 1
     if fmt == "text" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")  # comm is any bytes
     stopping: list[int] = []
@@ -105,7 +109,7 @@ def watch(fmt: str, events: EventKind | None, duration: float | None, count: int
 
     # The handlers only take note; the wakeup fd ends the poll() below.
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     listener = Listener(events)
     printed: list[int] = [0]
@@ -132,6 +136,9 @@ def watch(fmt: str, events: EventKind | None, duration: float | None, count: int
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+        except OSError as e:  # stdout itself failed: a full disk, a closed descriptor
+            print(f"kstructs: cannot write to stdout: {_error_text(e)}", file=sys.stderr)
+            return 1
     finally:
         listener.close()
         signal.set_wakeup_fd(previous_fd)
@@ -141,6 +148,9 @@ def watch(fmt: str, events: EventKind | None, duration: float | None, count: int
         os.close(wake_w)
     print(f"kstructs: {_summary(printed[0], listener.stats)}", file=sys.stderr)
     return 0
+
+
+_POLL_MAX_MS = 2**31 - 1
 
 
 def _summary(printed: int, stats: ListenerStats) -> str:
@@ -176,16 +186,18 @@ def _loop(
         now = time.monotonic()
         if items:
             lines = []
+            total = printed[0]
             for item in items:
                 if type(item) not in printed_types:
                     continue
                 lines.append(format_item(item))
                 if type(item) is not Loss:
-                    printed[0] += 1
-                    if printed[0] == count:
+                    total += 1
+                    if total == count:
                         break
             if lines:
                 out.write("\n".join(lines) + "\n")
+            printed[0] = total  # only what was handed to stdout
             if printed[0] == count or (deadline is not None and now >= deadline):
                 break
             # Events are flowing: linger, so one wakeup takes many.
@@ -199,7 +211,8 @@ def _loop(
             wake_only.poll(DEFAULT_LINGER * 1000)
             busy_until = 0.0
             continue
-        poller.poll(None if deadline is None else max(deadline - now, 0) * 1000)
+        # poll() takes a C int of milliseconds.
+        poller.poll(None if deadline is None else min(max(deadline - now, 0) * 1000, _POLL_MAX_MS))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -86,20 +87,20 @@ class JsonFormat:
 
 def _wait_status(code: int) -> str:
     """``exit_code`` is a wait(2) status: an exit code, or a signal (+ core)."""
-    sig = code & 0x7F
-    if not sig:
-        return f"status {code >> 8 & 0xFF}"
+    if os.WIFEXITED(code):
+        return f"status {os.WEXITSTATUS(code)}"
+    sig = os.WTERMSIG(code)
     try:
         name = signal.Signals(sig).name
     except ValueError:
         name = f"signal {sig}"
-    return f"{name}{' core' if code & 0x80 else ''}"
+    return f"{name}{' core' if os.WCOREDUMP(code) else ''}"
 
 
 class TextFormat:
     """``item -> one forkstat-like line`` (no newline)::
 
-    19:07:12 fork     1234 parent 1200                bash
+    19:07:12 fork        1234 parent 1200             bash
     """
 
     #: Names remembered at most; past it the cache starts over.

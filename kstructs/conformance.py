@@ -58,6 +58,7 @@ CATEGORIES: Final[Mapping[str, tuple[str, str]]] = {
     "missing-in-binding": ("mismatch", "the C side has this item and the binding lacks it (a header that grew)"),
     "missing-in-headers": ("mismatch", "the binding has this item, the headers lack it and it is not recorded newer"),
     "missing-in-btf": ("mismatch", "the binding has this field, the BTF struct lacks it and it is not recorded newer"),
+    "added-in": ("mismatch", "ADDED_IN records a later Linux than these headers, yet they have the item"),
     "newer": ("note", "the binding has this item, the C side lacks it: ADDED_IN records a later Linux version"),
     "not-mirrored": ("info", "a header item the binding leaves out on purpose (NOT_MIRRORED says why)"),
     "not-in-btf": ("info", "a type the BTF does not contain (BTF need not hold every UAPI type): not compared"),
@@ -310,7 +311,6 @@ def _compiler(cc: str | None) -> list[str]:
     return argv
 
 
-_C_ENV: Final = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 _DIAGNOSTIC = re.compile(
     r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:\d+:)? (?P<kind>fatal error|error|warning|note): (?P<msg>.*)$"
 )
@@ -318,7 +318,8 @@ _DIAGNOSTIC = re.compile(
 
 def _run(argv: list[str], what: str, cwd: str) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, check=False, env=_C_ENV, timeout=120, cwd=cwd)
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}  # diagnostics in English, for _errors()
+        return subprocess.run(argv, capture_output=True, text=True, check=False, env=env, timeout=120, cwd=cwd)
     except OSError as e:
         raise CheckError(f"cannot run {what} {argv[0]}: {e.strerror}") from None
     except subprocess.TimeoutExpired:
@@ -720,6 +721,13 @@ def check_headers(
     def plan(binding: Binding, unit: str, present: bool, value: Value, unit_facts: list[_Fact]) -> None:
         owner[unit] = binding
         added = _added_in(binding, unit)
+        recorded = binding.added_in.get(unit)
+        too_late = recorded is not None and scan.version is not None and _version(recorded) > _version(scan.version)
+        if present and too_late:
+            # The version record is wrong (or these headers carry a backport): it would hide the item on
+            # older headers, so say so.
+            note = f"ADDED_IN says Linux {recorded}; Linux {scan.version} headers have it"
+            findings.append(Finding("added-in", unit, recorded, scan.version, "headers", note))
         if not present and added is not None and (scan.version is None or _version(added) > _version(scan.version)):
             absent.append((unit, value))  # not probed: it would not compile
             return

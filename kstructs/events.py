@@ -625,7 +625,8 @@ def _make_parse_events() -> Callable[[Buffer], list[Event]]:
         # What the kernel sends (since Linux 3.2): one message per datagram,
         # cn_msg.len = sizeof(struct proc_event). Validate and read it in one
         # unpack; anything else takes the general path.
-        if len(data) == size:
+        # len() counts items, not bytes: a memoryview of wider items takes the general path.
+        if len(data) == size and (type(data) is not memoryview or data.itemsize == 1):
             try:
                 nl_len, nl_type, idx, val, seq, ack, cn_len, what, cpu, ts, w0, w1, w2, w3, w4, w5 = wide(data)
             except BufferError:  # a non-contiguous memoryview

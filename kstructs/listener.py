@@ -39,20 +39,19 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Final, Self
 
-from kstructs.cn_proc import PROC_EVENT_ALL, PROC_EVENT_EXIT, PROC_EVENT_NONZERO_EXIT, EventKind, valid_event
+from kstructs.cn_proc import PROC_EVENT_ALL, EventKind, valid_event
 from kstructs.connector import CN_IDX_PROC
 from kstructs.events import (
     PROCESS_EVENTS,
     AckEvent,
     Event,
-    ExitEvent,
     KstructsError,
     NetlinkError,
     Overrun,
     ParseError,
-    UnknownEvent,
     encode_ignore,
     encode_listen,
+    event_matches,
     parse_events,
 )
 from kstructs.netlink import NETLINK_CONNECTOR
@@ -185,16 +184,14 @@ class Listener:
         self._seq_request = 0
         self._want_ack: int | None = None
         self._ack: AckEvent | None = None
-        # User-space filter: the classes that pass, and whether a non-zero
-        # exit passes on its own (PROC_EVENT_NONZERO_EXIT without _EXIT).
+        # User-space filter: the classes that always pass; the rest (a non-zero
+        # exit under PROC_EVENT_NONZERO_EXIT, an unknown kind) ask event_matches().
         self._pass: frozenset[type] | None = None
-        self._nonzero_exit = False
         if self.events is not None:
             self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what) | {
                 NetlinkError,
                 Overrun,
             }
-            self._nonzero_exit = bool(self.events & PROC_EVENT_NONZERO_EXIT) and not self.events & PROC_EVENT_EXIT
         # Loss accounting.
         self._track = True  # every event reaches us: per-CPU seq gaps mean loss
         self._last_seq: dict[int, int] = {}
@@ -427,6 +424,7 @@ class Listener:
         """
         recv, buf, view, parse = self._socket().recvfrom_into, self._buf, self._view, parse_events
         track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
+        kinds = self.events or 0  # used only when filtering, so never None there
         dontwait = socket.MSG_DONTWAIT
         flags = 0 if wait else dontwait
         start = len(out)
@@ -467,7 +465,7 @@ class Listener:
                     if cls is AckEvent and ev.ack == self._want_ack:  # type: ignore[union-attr]
                         self._ack = ev  # type: ignore[assignment]
                         continue
-                    if passing is not None and cls not in passing and not self._passes(ev):
+                    if passing is not None and cls not in passing and not event_matches(ev, kinds):
                         filtered += 1
                         continue
                     append(ev)
@@ -501,15 +499,6 @@ class Listener:
             self._report_overflow(out)
         self.stats.enobufs += 1
         self._overflow = True
-
-    def _passes(self, ev: Event) -> bool:
-        """The user-space filter's rarer cases: a non-zero exit under
-        NONZERO_EXIT, an unknown kind whose bit was asked for."""
-        if isinstance(ev, ExitEvent):
-            return self._nonzero_exit and ev.exit_code != 0
-        if isinstance(ev, UnknownEvent) and self.events is not None:
-            return bool(ev.what & self.events)
-        return False
 
     def _report_gap(self, out: MutableSequence[Item], gap: int, cpu: int) -> None:
         # Drops already reported show up as gaps once their CPU sends again.

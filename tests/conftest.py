@@ -46,6 +46,8 @@ def _probe(exprs: tuple[tuple[str, str], ...], prelude: str) -> dict[str, int]:
         built = subprocess.run([cc, "-w", "-o", str(exe), str(src)], capture_output=True, text=True, check=False)
         if built.returncode != 0:
             if "linux/" in built.stderr and "No such file" in built.stderr:
+                if os.environ.get("CI"):
+                    pytest.fail("kernel UAPI headers not installed: CI must install linux-libc-dev")
                 pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
             raise AssertionError(f"C probe did not compile:\n{built.stderr}")
         out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout

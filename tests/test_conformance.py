@@ -4,6 +4,7 @@ headers, and against copies of them with one change each."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import re
 import subprocess
 from collections.abc import Iterable
@@ -59,6 +60,15 @@ def test_installed_headers_conform() -> None:
     assert report.description.startswith(f"Linux {report.version} headers (")
     assert report.checked > 800
     assert {f.item for f in report.findings if f.category == "not-mirrored"} == set(netlink.NOT_MIRRORED)
+
+
+def test_a_version_record_later_than_headers_that_have_the_item() -> None:
+    # A wrong ADDED_IN entry would turn a real absence into a harmless "newer": the check says so.
+    have = header_version()
+    later = f"{have[0] + 1}.0"
+    wrong = dataclasses.replace(BINDINGS[2], added_in={**cn_proc.ADDED_IN, "PROC_EVENT_COMM": later})
+    report = check_headers([BINDINGS[0], BINDINGS[1], wrong])
+    assert rows(report.findings) == {("added-in", "PROC_EVENT_COMM", later, f"{have[0]}.{have[1]}")}
 
 
 def test_items_newer_than_the_headers_are_notes() -> None:
@@ -252,6 +262,8 @@ static inline enum what valid_event(enum what ev_type)
 }
 #endif"""
     (include / "linux/cn_proc.h").write_text(text[: text.rindex("#endif")] + grown + "\n")
+    # Headers with these items are Linux 6.6 headers: older ones would contradict ADDED_IN.
+    (include / "linux/version.h").write_text(f"#define LINUX_VERSION_CODE {(6 << 16) + (6 << 8)}\n")
     report = check_headers(BINDINGS, include_dirs=[include])
     assert rows(report.findings) == set()
     assert {f.item for f in report.findings if f.category == "newer"} <= {"NL_ATTR_TYPE_SINT", "NL_ATTR_TYPE_UINT"}

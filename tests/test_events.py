@@ -36,6 +36,7 @@ from kstructs.events import (
     SidEvent,
     UidEvent,
     UnknownEvent,
+    _parse_all,
     encode_event,
     encode_ignore,
     encode_listen,
@@ -515,3 +516,27 @@ def test_mutated_datagrams_only_raise_parse_error(event: ProcessEvent | AckEvent
         return
     for ev in events:
         assert isinstance(ev.to_dict(), dict)
+
+
+def _outcome(parse: Any, data: Any) -> object:
+    try:
+        return parse(data)
+    except ParseError as e:
+        return ("ParseError", str(e))
+
+
+@settings(max_examples=300)
+@given(st.lists(EVENTS, min_size=1, max_size=4), st.integers(0, 3), st.binary(max_size=8))
+def test_fast_path_agrees_with_general_path_for_every_buffer(
+    events: list[ProcessEvent | AckEvent | UnknownEvent], cut: int, tail: bytes
+) -> None:
+    # The one-message fast path and the general parser must never disagree,
+    # whatever the buffer type: a memoryview of 4-byte items counts len() in items.
+    data = b"".join(encode_event(e) + b"\0" * (-len(encode_event(e)) % 4) for e in events)
+    data = data[: len(data) - cut] + tail
+    expected = _outcome(_parse_all, data)
+    views: list[Any] = [data, bytearray(data), memoryview(data)]
+    if len(data) % 4 == 0:
+        views.append(memoryview(data).cast("I"))
+    for view in views:
+        assert _outcome(parse_events, view) == expected
