@@ -97,11 +97,12 @@ def _error_text(error: BaseException) -> str:
 def watch(fmt: str, events: EventKind | None, duration: float | None, count: int | None) -> int:
     """``kstructs watch``: the exit status."""
     format_item = cli.formatter(fmt)
-    if sys.stdout is None:
+    try:
+        out_fd = sys.stdout.fileno()
+        encoding = sys.stdout.encoding
+    except (AttributeError, ValueError, OSError):
         print("kstructs: stdout is closed", file=sys.stderr)
         return 1
-    if fmt == "text" and hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="backslashreplace")  # comm is any bytes
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -120,16 +121,18 @@ def watch(fmt: str, events: EventKind | None, duration: float | None, count: int
             print(f"kstructs: {_error_text(e)}", file=sys.stderr)
             return 1
         try:
+            sys.stdout.flush()
             _loop(
                 listener,
                 format_item,
+                out_fd=out_fd,
+                encoding=encoding,
                 wake_fd=wake_r,
                 stopping=stopping,
                 duration=duration,
                 count=count,
                 printed=printed,
             )
-            sys.stdout.flush()
         except BrokenPipeError:
             # The reader went away (| head): send nothing more, and keep the
             # interpreter's own final flush from failing too.
@@ -165,6 +168,8 @@ def _loop(
     listener: Listener,
     format_item: Callable[[Item], str],
     *,
+    out_fd: int,
+    encoding: str,
     wake_fd: int,
     stopping: list[int],
     duration: float | None,
@@ -180,7 +185,6 @@ def _loop(
     deadline = None if duration is None else time.monotonic() + duration
     busy_until = 0.0
     printed_types = cli.PRINTED
-    out = sys.stdout
     while not stopping:
         items = listener.read()
         now = time.monotonic()
@@ -196,15 +200,14 @@ def _loop(
                     if total == count:
                         break
             if lines:
-                out.write("\n".join(lines) + "\n")
+                # comm is any bytes: what the terminal's encoding cannot show is escaped.
+                _write_all(out_fd, ("\n".join(lines) + "\n").encode(encoding, "backslashreplace"))
             printed[0] = total  # only what was handed to stdout
             if printed[0] == count or (deadline is not None and now >= deadline):
                 break
             # Events are flowing: linger, so one wakeup takes many.
             busy_until = now + DEFAULT_LINGER
             continue
-        # The queue is empty: let readers see what we have.
-        out.flush()
         if deadline is not None and now >= deadline:
             break
         if now < busy_until:
@@ -213,6 +216,14 @@ def _loop(
             continue
         # poll() takes a C int of milliseconds.
         poller.poll(None if deadline is None else min(max(deadline - now, 0) * 1000, _POLL_MAX_MS))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``, unbuffered. A signal can end a write to a full
+    pipe part-way (write(2)); the rest follows, so no line is ever cut."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 if __name__ == "__main__":
