@@ -92,15 +92,23 @@ class ParseError(KstructsError, ValueError):
 # ``what`` the kernel's ``PROC_EVENT_*`` value.
 
 
-def _to_dict(self: Any) -> dict[str, object]:
-    out: dict[str, object] = {"event": self.event}
-    for name in self.__slots__:
-        out[name] = getattr(self, name)
-    return out
+class _Value:
+    """What every event value shares: ``to_dict()``, the keys and values of
+    one ``kstructs watch --format json`` line."""
+
+    __slots__ = ()
+    event: ClassVar[str]
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"event": self.event}
+        slots: tuple[str, ...] = self.__slots__  # the subclass's: its dataclass fields
+        for name in slots:
+            out[name] = getattr(self, name)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
-class ForkEvent:
+class ForkEvent(_Value):
     event: ClassVar[str] = "fork"
     what: ClassVar[int] = PROC_EVENT_FORK
     cpu: int
@@ -111,12 +119,9 @@ class ForkEvent:
     child_pid: int  # != child_tgid: a new thread
     child_tgid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class ExecEvent:
+class ExecEvent(_Value):
     event: ClassVar[str] = "exec"
     what: ClassVar[int] = PROC_EVENT_EXEC
     cpu: int
@@ -125,12 +130,9 @@ class ExecEvent:
     process_pid: int
     process_tgid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class UidEvent:
+class UidEvent(_Value):
     event: ClassVar[str] = "uid"
     what: ClassVar[int] = PROC_EVENT_UID
     cpu: int
@@ -141,12 +143,9 @@ class UidEvent:
     ruid: int
     euid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class GidEvent:
+class GidEvent(_Value):
     event: ClassVar[str] = "gid"
     what: ClassVar[int] = PROC_EVENT_GID
     cpu: int
@@ -157,12 +156,9 @@ class GidEvent:
     rgid: int
     egid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class SidEvent:
+class SidEvent(_Value):
     event: ClassVar[str] = "sid"
     what: ClassVar[int] = PROC_EVENT_SID
     cpu: int
@@ -171,12 +167,9 @@ class SidEvent:
     process_pid: int
     process_tgid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class PtraceEvent:
+class PtraceEvent(_Value):
     event: ClassVar[str] = "ptrace"
     what: ClassVar[int] = PROC_EVENT_PTRACE
     cpu: int
@@ -187,12 +180,9 @@ class PtraceEvent:
     tracer_pid: int  # 0 on PTRACE_DETACH
     tracer_tgid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class CommEvent:
+class CommEvent(_Value):
     event: ClassVar[str] = "comm"
     what: ClassVar[int] = PROC_EVENT_COMM
     cpu: int
@@ -204,12 +194,9 @@ class CommEvent:
     # surrogateescape: os.fsencode(comm) gives the bytes back.
     comm: str
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class CoredumpEvent:
+class CoredumpEvent(_Value):
     event: ClassVar[str] = "coredump"
     what: ClassVar[int] = PROC_EVENT_COREDUMP
     cpu: int
@@ -220,12 +207,9 @@ class CoredumpEvent:
     parent_pid: int  # Linux 4.18; 0 when the kernel did not send it or the parent is gone
     parent_tgid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class ExitEvent:
+class ExitEvent(_Value):
     event: ClassVar[str] = "exit"
     what: ClassVar[int] = PROC_EVENT_EXIT
     cpu: int
@@ -242,12 +226,9 @@ class ExitEvent:
     parent_pid: int  # Linux 4.18; 0 when the kernel did not send it or the parent is gone
     parent_tgid: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class AckEvent:
+class AckEvent(_Value):
     """The reply to a subscribe request: ``what`` is ``PROC_EVENT_NONE``.
 
     ``ack`` is ``cn_msg.ack``, the request's ack + 1. The kernel multicasts
@@ -264,12 +245,9 @@ class AckEvent:
     ack: int
     err: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class UnknownEvent:
+class UnknownEvent(_Value):
     """A ``what`` this library does not know; ``data`` is the raw ``event_data``."""
 
     event: ClassVar[str] = "unknown"
@@ -291,26 +269,20 @@ class UnknownEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class NetlinkError:
+class NetlinkError(_Value):
     """An ``NLMSG_ERROR`` message: ``error`` is 0 (an ACK) or a negative errno."""
 
     event: ClassVar[str] = "netlink-error"
     seq: int  # nlmsghdr.nlmsg_seq
     error: int
 
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class Overrun:
+class Overrun(_Value):
     """An ``NLMSG_OVERRUN`` message (defined by netlink.h; the kernel does not send it today)."""
 
     event: ClassVar[str] = "overrun"
     seq: int  # nlmsghdr.nlmsg_seq
-
-    def to_dict(self) -> dict[str, object]:
-        return _to_dict(self)
 
 
 ProcessEvent: TypeAlias = (
@@ -452,7 +424,7 @@ def _maker(cls: type[Any], params: Sequence[str], values: dict[str, str]) -> Cal
     of a plain twin class with the same layout, then assigns ``__class__``:
     a sixth of the time, and the result is an ordinary, frozen ``cls``.
     """
-    twin = type(f"_{cls.__name__}Twin", (), {"__slots__": cls.__slots__})
+    twin = type(f"_{cls.__name__}Twin", cls.__bases__, {"__slots__": cls.__slots__})
     body = "".join(f"    obj.{slot} = {values[slot]}\n" for slot in cls.__slots__)
     namespace: dict[str, Any] = {
         "_twin": twin,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -172,6 +173,27 @@ def _walk(cls: CType, *, tag: str, since_key: str, path: str, base: int, cases: 
         else:
             add("size", ctypes.sizeof(ftype), f"sizeof({lvalue})")
             add("signed", _is_signed(ftype), f"(__typeof__({lvalue}))-1 < 0")
+
+
+def installed(header: str) -> Path:
+    """The installed header the compiler finds for ``#include <header>``."""
+    cc = compiler()
+    done = subprocess.run(
+        [cc, "-E", "-x", "c", "-"], input=f"#include <{header}>\n", capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
+    paths = re.findall(r'^# \d+ "([^"]+)"', done.stdout, re.MULTILINE)
+    return Path(next(p for p in paths if p.endswith("/" + header)))
+
+
+def tree(root: Path, header: str, pattern: str, replacement: str) -> Path:
+    """A header tree under ``root`` with one installed header changed once."""
+    text, count = re.subn(pattern, replacement, installed(header).read_text(), count=1)
+    assert count == 1, f"{pattern!r} not found in the installed {header}"
+    (root / header).parent.mkdir(parents=True, exist_ok=True)
+    (root / header).write_text(text)
+    return root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

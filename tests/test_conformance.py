@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import re
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from conftest import compiler, header_version
+from conftest import compiler, header_version, tree
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.conformance import CATEGORIES, Binding, CheckError, Finding, check_headers
@@ -20,27 +18,6 @@ BINDINGS = [Binding.from_module(m) for m in (netlink, connector, cn_proc)]
 Row = tuple[str, str, object, object]
 
 pytestmark = pytest.mark.cc
-
-
-def installed(header: str) -> Path:
-    """The installed header the compiler finds for ``#include <header>``."""
-    cc = compiler()
-    done = subprocess.run(
-        [cc, "-E", "-x", "c", "-"], input=f"#include <{header}>\n", capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
-    paths = re.findall(r'^# \d+ "([^"]+)"', done.stdout, re.MULTILINE)
-    return Path(next(p for p in paths if p.endswith("/" + header)))
-
-
-def tree(root: Path, header: str, pattern: str, replacement: str) -> Path:
-    """A header tree under ``root`` with one installed header changed once."""
-    text, count = re.subn(pattern, replacement, installed(header).read_text(), count=1)
-    assert count == 1, f"{pattern!r} not found in the installed {header}"
-    (root / header).parent.mkdir(parents=True, exist_ok=True)
-    (root / header).write_text(text)
-    return root
 
 
 def rows(findings: Iterable[Finding]) -> set[Row]:

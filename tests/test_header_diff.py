@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compiler, header_version
+from conftest import compiler, header_version, tree
 
 from kstructs import cn_proc
 from kstructs.conformance import DEFAULT_BTF
@@ -26,25 +25,6 @@ TOOL = Path(__file__).resolve().parent.parent / "tools" / "header_diff.py"
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, check=False, timeout=120)
-
-
-def installed(header: str) -> Path:
-    cc = compiler()
-    done = subprocess.run(
-        [cc, "-E", "-x", "c", "-"], input=f"#include <{header}>\n", capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
-    paths = re.findall(r'^# \d+ "([^"]+)"', done.stdout, re.MULTILINE)
-    return Path(next(p for p in paths if p.endswith("/" + header)))
-
-
-def tree(root: Path, header: str, pattern: str, replacement: str) -> Path:
-    text, count = re.subn(pattern, replacement, installed(header).read_text(), count=1)
-    assert count == 1, f"{pattern!r} not found in the installed {header}"
-    (root / header).parent.mkdir(parents=True, exist_ok=True)
-    (root / header).write_text(text)
-    return root
 
 
 def btf_readable() -> None:
