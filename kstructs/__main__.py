@@ -149,18 +149,21 @@ def watch(fmt: str, events: EventKind | None, duration: float | None, count: int
             signal.signal(sig, handler)
         os.close(wake_r)
         os.close(wake_w)
-    print(f"kstructs: {_summary(printed[0], listener.stats)}", file=sys.stderr)
+    print(f"kstructs: {_summary(printed[0], listener.stats, listener.events)}", file=sys.stderr)
     return 0
 
 
 _POLL_MAX_MS = 2**31 - 1
 
 
-def _summary(printed: int, stats: ListenerStats) -> str:
-    where = "kernel" if stats.kernel_filter else "user space"
+def _summary(printed: int, stats: ListenerStats, events: int | None) -> str:
+    if events is None:
+        where = "every kind"
+    else:
+        where = "filtered in the kernel" if stats.kernel_filter else "filtered in user space"
     return (
         f"{printed} events, {stats.lost} lost ({stats.enobufs} ENOBUFS), {stats.rejected} rejected "
-        f"({stats.foreign} foreign, {stats.malformed} malformed), filtered in {where}"
+        f"({stats.foreign} foreign, {stats.malformed} malformed), {where}"
     )
 
 
