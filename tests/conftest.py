@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 
+from kstructs.cn_proc import proc_event
+from kstructs.connector import CN_IDX_PROC, CN_VAL_PROC, cb_id, cn_msg
+from kstructs.netlink import NLMSG_DONE, nlmsg_length, nlmsghdr
+
 HEADERS = ("linux/netlink.h", "linux/connector.h", "linux/cn_proc.h")
 
 
@@ -194,6 +198,41 @@ def tree(root: Path, header: str, pattern: str, replacement: str) -> Path:
     (root / header).parent.mkdir(parents=True, exist_ok=True)
     (root / header).write_text(text)
     return root
+
+
+def datagram(
+    what: int,
+    member: str | None = None,
+    payload: ctypes.Structure | None = None,
+    *,
+    cpu: int = 1,
+    timestamp_ns: int = 0x0102030405060708,
+    seq: int = 77,
+    ack: int = 0,
+    cn_len: int | None = None,
+    nl_type: int = NLMSG_DONE,
+    idx: int = CN_IDX_PROC,
+    val: int = CN_VAL_PROC,
+    **fields: Any,
+) -> bytes:
+    """What the kernel sends (nlmsghdr + cn_msg + proc_event), assembled from
+    the ctypes layouts, which the compiler checks, never from the parser's
+    Structs. ``payload`` is the ``event_data`` member, or ``fields`` name its
+    fields."""
+    ev = proc_event(what=what, cpu=cpu, timestamp_ns=timestamp_ns)
+    if member is not None and payload is not None:
+        setattr(ev.event_data, member, payload)
+    elif member is not None:
+        target = getattr(ev.event_data, member)
+        for name, value in fields.items():
+            setattr(target, name, value)
+    raw = bytes(ev)
+    length = ctypes.sizeof(proc_event) if cn_len is None else cn_len
+    raw = raw[:length] + bytes(max(0, length - len(raw)))
+    cn = cn_msg(id=cb_id(idx=idx, val=val), seq=seq, ack=ack, len=length, flags=0)
+    body = bytes(cn) + raw
+    nl = nlmsghdr(nlmsg_len=nlmsg_length(len(body)), nlmsg_type=nl_type, nlmsg_flags=0, nlmsg_seq=seq)
+    return bytes(nl) + body
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,12 +10,13 @@ import struct
 from typing import Any
 
 import pytest
+from conftest import datagram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.cn_proc import EventKind, proc_event
-from kstructs.connector import cb_id, cn_msg
+from kstructs.connector import cn_msg
 from kstructs.events import (
     PROCESS_EVENTS,
     AckEvent,
@@ -55,40 +56,6 @@ PE_SIZE = ctypes.sizeof(proc_event)
 # --- Datagrams built from the layout classes --------------------------------
 
 
-def datagram(
-    what: int,
-    member: str | None = None,
-    *,
-    cpu: int = 1,
-    timestamp_ns: int = 0x0102030405060708,
-    seq: int = 77,
-    ack: int = 0,
-    cn_len: int | None = None,
-    nl_type: int = netlink.NLMSG_DONE,
-    idx: int = connector.CN_IDX_PROC,
-    val: int = connector.CN_VAL_PROC,
-    **fields: Any,
-) -> bytes:
-    """What the kernel sends, assembled from the ctypes layouts (which the
-    compiler checks), not from the parser's Structs."""
-    ev = proc_event(what=what, cpu=cpu, timestamp_ns=timestamp_ns)
-    if member is not None:
-        target = getattr(ev.event_data, member)
-        for name, value in fields.items():
-            if "." in name:
-                outer, inner = name.split(".")
-                setattr(getattr(target, outer), inner, value)
-            else:
-                setattr(target, name, value)
-    payload = bytes(ev)
-    length = PE_SIZE if cn_len is None else cn_len
-    payload = payload[:length] + bytes(max(0, length - len(payload)))
-    cn = cn_msg(id=cb_id(idx=idx, val=val), seq=seq, ack=ack, len=length, flags=0)
-    body = bytes(cn) + payload
-    nl = nlmsghdr(nlmsg_len=netlink.nlmsg_length(len(body)), nlmsg_type=nl_type, nlmsg_flags=0, nlmsg_seq=seq)
-    return bytes(nl) + body
-
-
 # One datagram of each kind, with the value each field must decode to.
 KINDS: list[tuple[bytes, Event]] = [
     (
@@ -100,11 +67,19 @@ KINDS: list[tuple[bytes, Event]] = [
         ExecEvent(1, 0x0102030405060708, 77, 300, 301),
     ),
     (
-        datagram(cn_proc.PROC_EVENT_UID, "id", process_pid=5, process_tgid=6, **{"r.ruid": 1000, "e.euid": 0xFFFFFFFE}),
+        datagram(
+            cn_proc.PROC_EVENT_UID,
+            "id",
+            cn_proc.id_proc_event(5, 6, cn_proc.id_proc_event__r(ruid=1000), cn_proc.id_proc_event__e(euid=0xFFFFFFFE)),
+        ),
         UidEvent(1, 0x0102030405060708, 77, 5, 6, 1000, 0xFFFFFFFE),
     ),
     (
-        datagram(cn_proc.PROC_EVENT_GID, "id", process_pid=5, process_tgid=6, **{"r.rgid": 7, "e.egid": 8}),
+        datagram(
+            cn_proc.PROC_EVENT_GID,
+            "id",
+            cn_proc.id_proc_event(5, 6, cn_proc.id_proc_event__r(rgid=7), cn_proc.id_proc_event__e(egid=8)),
+        ),
         GidEvent(1, 0x0102030405060708, 77, 5, 6, 7, 8),
     ),
     (

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import datagram
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,28 +41,6 @@ WHAT_AT = HDR + CN + cn_proc.proc_event.what.offset
 
 I32 = st.integers(-(2**31), 2**31 - 1)
 U32 = st.integers(0, 2**32 - 1)
-
-
-def datagram(
-    what: int,
-    member: str | None = None,
-    payload: ctypes.Structure | None = None,
-    *,
-    cpu: int = 0,
-    seq: int = 0,
-    ack: int = 0,
-    timestamp_ns: int = 0,
-) -> bytes:
-    """One datagram as the kernel sends it: nlmsghdr + cn_msg + proc_event."""
-    ev = cn_proc.proc_event(what=what, cpu=cpu, timestamp_ns=timestamp_ns)
-    if member is not None and payload is not None:
-        setattr(ev.event_data, member, payload)
-    body = bytes(ev)
-    msg = connector.cn_msg(
-        id=connector.cb_id(connector.CN_IDX_PROC, connector.CN_VAL_PROC), seq=seq, ack=ack, len=len(body)
-    )
-    hdr = netlink.nlmsghdr(nlmsg_len=HDR + CN + len(body), nlmsg_type=netlink.NLMSG_DONE, nlmsg_seq=seq)
-    return bytes(hdr) + bytes(msg) + body
 
 
 def _id_event(pid: int, tgid: int, r: int, e: int) -> cn_proc.id_proc_event:
