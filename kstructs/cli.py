@@ -43,10 +43,6 @@ from kstructs.listener import Item, Loss
 PRINTED: Final[frozenset[type]] = frozenset((*PROCESS_EVENTS.values(), Loss))
 
 
-def printable(item: object) -> bool:
-    return type(item) in PRINTED
-
-
 # --- JSON ------------------------------------------------------------------
 
 
@@ -201,4 +197,4 @@ def formatter(name: str) -> Callable[[Item], str]:
     raise ValueError(f"unknown format {name!r}")
 
 
-__all__ = ["PRINTED", "JsonFormat", "TextFormat", "formatter", "printable"]
+__all__ = ["PRINTED", "JsonFormat", "TextFormat", "formatter"]
