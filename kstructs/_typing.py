@@ -27,3 +27,5 @@ if TYPE_CHECKING:
     Chars: TypeAlias = _CField[ctypes.Array[ctypes.c_char], bytes, bytes]
     Bytes: TypeAlias = _CField[ctypes.Array[ctypes.c_uint8], ctypes.Array[ctypes.c_uint8], bytes]
     Nested: TypeAlias = _CField[_C, _C, _C]
+    SizeT: TypeAlias = _CField[ctypes.c_size_t, int, ctypes.c_size_t | int]
+    VoidP: TypeAlias = _CField[ctypes.c_void_p, int | None, ctypes.c_void_p | int | None]

@@ -2,8 +2,8 @@
 
 Formatting only; reading and signals live in ``kstructs.__main__``.
 
-JSON: exactly the keys of ``to_dict()``, that is ``event``, ``cpu``,
-``timestamp_ns``, ``seq`` and the kind's fields under the kernel's names
+JSON: exactly the keys of ``to_dict()``, that is ``event``, ``seq``,
+``cpu``, ``timestamp_ns`` and the kind's fields under the kernel's names
 (``{"event": "lost", "count": N, "reason": ..., "cpu": ...}`` for a loss),
 serialized as ``json.dumps`` would, from templates built once per kind.
 
@@ -15,7 +15,6 @@ best effort: an exited process may be gone.
 from __future__ import annotations
 
 import json
-import operator
 import os
 import signal
 import time
@@ -48,14 +47,14 @@ PRINTED: Final[frozenset[type]] = frozenset((*PROCESS_EVENTS.values(), Loss))
 
 def _json_template(cls: type[ProcessEvent]) -> Callable[[Any], str]:
     """A formatter equal to ``json.dumps(ev.to_dict())`` for a kind whose
-    fields are all integers, without building the dict."""
-    fields = cls.__slots__
+    fields are all integers, without building the dict: the event is the
+    tuple of its fields, in the template's order."""
     head = json.dumps({"event": cls.event})[:-1]
-    template = head + "".join(f", {json.dumps(name)}: %d" for name in fields) + "}"
-    values = operator.attrgetter(*fields)
+    template = head + "".join(f", {json.dumps(name)}: %d" for name in cls._fields) + "}"
 
     def fmt(ev: Any) -> str:
-        return template % values(ev)
+        line: str = template % ev
+        return line
 
     return fmt
 

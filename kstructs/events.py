@@ -22,7 +22,7 @@ import ctypes
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, NamedTuple, TypeAlias
 
 from kstructs import cn_proc
 from kstructs.cn_proc import (
@@ -85,109 +85,133 @@ class ParseError(KstructsError, ValueError):
 
 # --- Event values ----------------------------------------------------------
 #
-# One frozen, slotted dataclass per kind. Every process event starts with
-# ``cpu``, ``timestamp_ns`` (``ktime_get_ns()``: CLOCK_MONOTONIC) and ``seq``
-# (``cn_msg.seq``: a per-CPU counter), then the member of ``event_data`` under
-# the kernel's field names. ``event`` is the CLI's name of the kind and
-# ``what`` the kernel's ``PROC_EVENT_*`` value.
+# One class per kind: a named tuple whose fields are the kernel's, in the
+# order the kernel lays them out in the datagram. Every process event starts
+# with ``seq`` (``cn_msg.seq``: a per-CPU counter), ``cpu`` and
+# ``timestamp_ns`` (``ktime_get_ns()``: CLOCK_MONOTONIC), then the member of
+# ``event_data`` under the kernel's field names. Being tuples in wire order,
+# they come straight out of one ``struct.unpack_from``. ``event`` is the CLI's
+# name of the kind and ``what`` the kernel's ``PROC_EVENT_*`` value.
 
 
-class _Value:
-    """What every event value shares: ``to_dict()``, the keys and values of
-    one ``kstructs watch --format json`` line."""
+class _Value(tuple[Any, ...]):
+    """What every event value shares. Equality and hashing count the class
+    too: an ``ExecEvent`` never equals a ``SidEvent`` with the same numbers."""
 
     __slots__ = ()
     event: ClassVar[str]
 
     def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"event": self.event}
-        slots: tuple[str, ...] = self.__slots__  # the subclass's: its dataclass fields
-        for name in slots:
-            out[name] = getattr(self, name)
-        return out
+        """The keys and values of one ``kstructs watch --format json`` line."""
+        fields: tuple[str, ...] = self._fields  # type: ignore[attr-defined]  # the NamedTuple base's
+        return {"event": self.event, **dict(zip(fields, self, strict=True))}
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(self)))
 
 
-@dataclass(frozen=True, slots=True)
-class ForkEvent(_Value):
-    event: ClassVar[str] = "fork"
-    what: ClassVar[int] = PROC_EVENT_FORK
+class _Fork(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     parent_pid: int
     parent_tgid: int
     child_pid: int  # != child_tgid: a new thread
     child_tgid: int
 
 
-@dataclass(frozen=True, slots=True)
-class ExecEvent(_Value):
-    event: ClassVar[str] = "exec"
-    what: ClassVar[int] = PROC_EVENT_EXEC
+class ForkEvent(_Value, _Fork):
+    __slots__ = ()
+    event: ClassVar[str] = "fork"
+    what: ClassVar[int] = PROC_EVENT_FORK
+
+
+class _Exec(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
 
 
-@dataclass(frozen=True, slots=True)
-class UidEvent(_Value):
-    event: ClassVar[str] = "uid"
-    what: ClassVar[int] = PROC_EVENT_UID
+class ExecEvent(_Value, _Exec):
+    __slots__ = ()
+    event: ClassVar[str] = "exec"
+    what: ClassVar[int] = PROC_EVENT_EXEC
+
+
+class _Uid(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
     ruid: int
     euid: int
 
 
-@dataclass(frozen=True, slots=True)
-class GidEvent(_Value):
-    event: ClassVar[str] = "gid"
-    what: ClassVar[int] = PROC_EVENT_GID
+class UidEvent(_Value, _Uid):
+    __slots__ = ()
+    event: ClassVar[str] = "uid"
+    what: ClassVar[int] = PROC_EVENT_UID
+
+
+class _Gid(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
     rgid: int
     egid: int
 
 
-@dataclass(frozen=True, slots=True)
-class SidEvent(_Value):
-    event: ClassVar[str] = "sid"
-    what: ClassVar[int] = PROC_EVENT_SID
+class GidEvent(_Value, _Gid):
+    __slots__ = ()
+    event: ClassVar[str] = "gid"
+    what: ClassVar[int] = PROC_EVENT_GID
+
+
+class _Sid(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
 
 
-@dataclass(frozen=True, slots=True)
-class PtraceEvent(_Value):
-    event: ClassVar[str] = "ptrace"
-    what: ClassVar[int] = PROC_EVENT_PTRACE
+class SidEvent(_Value, _Sid):
+    __slots__ = ()
+    event: ClassVar[str] = "sid"
+    what: ClassVar[int] = PROC_EVENT_SID
+
+
+class _Ptrace(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
     tracer_pid: int  # 0 on PTRACE_DETACH
     tracer_tgid: int
 
 
-@dataclass(frozen=True, slots=True)
-class CommEvent(_Value):
-    event: ClassVar[str] = "comm"
-    what: ClassVar[int] = PROC_EVENT_COMM
+class PtraceEvent(_Value, _Ptrace):
+    __slots__ = ()
+    event: ClassVar[str] = "ptrace"
+    what: ClassVar[int] = PROC_EVENT_PTRACE
+
+
+class _Comm(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
     # The kernel's bytes up to the first NUL, decoded as UTF-8 with
@@ -195,26 +219,32 @@ class CommEvent(_Value):
     comm: str
 
 
-@dataclass(frozen=True, slots=True)
-class CoredumpEvent(_Value):
-    event: ClassVar[str] = "coredump"
-    what: ClassVar[int] = PROC_EVENT_COREDUMP
+class CommEvent(_Value, _Comm):
+    __slots__ = ()
+    event: ClassVar[str] = "comm"
+    what: ClassVar[int] = PROC_EVENT_COMM
+
+
+class _Coredump(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
     parent_pid: int  # Linux 4.18; 0 when the kernel did not send it or the parent is gone
     parent_tgid: int
 
 
-@dataclass(frozen=True, slots=True)
-class ExitEvent(_Value):
-    event: ClassVar[str] = "exit"
-    what: ClassVar[int] = PROC_EVENT_EXIT
+class CoredumpEvent(_Value, _Coredump):
+    __slots__ = ()
+    event: ClassVar[str] = "coredump"
+    what: ClassVar[int] = PROC_EVENT_COREDUMP
+
+
+class _Exit(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
     process_pid: int
     process_tgid: int
     # task->exit_code: a wait(2) status, so exit(3) reads 0x300 and a kill
@@ -227,8 +257,21 @@ class ExitEvent(_Value):
     parent_tgid: int
 
 
-@dataclass(frozen=True, slots=True)
-class AckEvent(_Value):
+class ExitEvent(_Value, _Exit):
+    __slots__ = ()
+    event: ClassVar[str] = "exit"
+    what: ClassVar[int] = PROC_EVENT_EXIT
+
+
+class _Ack(NamedTuple):
+    seq: int
+    ack: int  # cn_msg.ack: in the datagram, between seq and the proc_event
+    cpu: int
+    timestamp_ns: int
+    err: int
+
+
+class AckEvent(_Value, _Ack):
     """The reply to a subscribe request: ``what`` is ``PROC_EVENT_NONE``.
 
     ``ack`` is ``cn_msg.ack``, the request's ack + 1. The kernel multicasts
@@ -237,52 +280,57 @@ class AckEvent(_Value):
     ``cpu`` is 0xffffffff and ``seq`` echoes the request.
     """
 
+    __slots__ = ()
     event: ClassVar[str] = "ack"
     what: ClassVar[int] = PROC_EVENT_NONE
+
+
+class _Unknown(NamedTuple):
+    seq: int
     cpu: int
     timestamp_ns: int
-    seq: int
-    ack: int
-    err: int
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownEvent(_Value):
-    """A ``what`` this library does not know; ``data`` is the raw ``event_data``."""
-
-    event: ClassVar[str] = "unknown"
-    cpu: int
-    timestamp_ns: int
-    seq: int
     what: int
     data: bytes
+
+
+class UnknownEvent(_Value, _Unknown):
+    """A ``what`` this library does not know; ``data`` is the raw ``event_data``."""
+
+    __slots__ = ()
+    event: ClassVar[str] = "unknown"
 
     def to_dict(self) -> dict[str, object]:
         return {
             "event": self.event,
+            "seq": self.seq,
             "cpu": self.cpu,
             "timestamp_ns": self.timestamp_ns,
-            "seq": self.seq,
             "what": self.what,
             "data": self.data.hex(),
         }
 
 
-@dataclass(frozen=True, slots=True)
-class NetlinkError(_Value):
-    """An ``NLMSG_ERROR`` message: ``error`` is 0 (an ACK) or a negative errno."""
-
-    event: ClassVar[str] = "netlink-error"
+class _NetlinkError(NamedTuple):
     seq: int  # nlmsghdr.nlmsg_seq
     error: int
 
 
-@dataclass(frozen=True, slots=True)
-class Overrun(_Value):
+class NetlinkError(_Value, _NetlinkError):
+    """An ``NLMSG_ERROR`` message: ``error`` is 0 (an ACK) or a negative errno."""
+
+    __slots__ = ()
+    event: ClassVar[str] = "netlink-error"
+
+
+class _Overrun(NamedTuple):
+    seq: int  # nlmsghdr.nlmsg_seq
+
+
+class Overrun(_Value, _Overrun):
     """An ``NLMSG_OVERRUN`` message (defined by netlink.h; the kernel does not send it today)."""
 
+    __slots__ = ()
     event: ClassVar[str] = "overrun"
-    seq: int  # nlmsghdr.nlmsg_seq
 
 
 ProcessEvent: TypeAlias = (
@@ -383,64 +431,37 @@ _NL_HEAD: Final = _struct(0, [_nl("nlmsg_len"), _nl("nlmsg_type")])
 # cn_msg.id.idx, .id.val, .len; then proc_event.what on its own.
 _CN_HEAD: Final = _struct(0, [_cn("id.idx"), _cn("id.val"), _cn("len")])
 _WHAT: Final = _struct(0, [_pe("what")])
-# cn_msg.seq, cn_msg.ack, proc_event.cpu, .timestamp_ns: the shared prefix
-# of the kinds the parser does not know.
-_COMMON: Final = _struct(_cn("seq")[0], [_cn("seq"), _cn("ack"), _pe("cpu"), _pe("timestamp_ns")])
+# cn_msg.seq, proc_event.cpu, .timestamp_ns: the shared prefix of the kinds
+# the parser does not know.
+_COMMON: Final = _struct(0, [_cn("seq"), _pe("cpu"), _pe("timestamp_ns")])
 _NLMSGERR_ERROR: Final = _struct(0, [_member(nlmsgerr, "error")])
 _NLMSG_SEQ: Final = _struct(0, [_nl("nlmsg_seq")])
-
-
-# The fast path reads a whole kernel event in one unpack: the headers, then
-# the event_data union as 32-bit words (every member but comm's is made of
-# them), then picks the kind's fields by their word index.
+_NLMSGHDR: Final = _struct(0, [_nl(f) for f in ("nlmsg_len", "nlmsg_type", "nlmsg_flags", "nlmsg_seq", "nlmsg_pid")])
+_CN_MSG: Final = _struct(0, [_member(cn_msg, f) for f in ("id.idx", "id.val", "seq", "ack", "len", "flags")])
 _EVENT_DATA_SIZE: Final = ctypes.sizeof(proc_event) - _PE_HEADER
-_WORD: Final = ctypes.sizeof(ctypes.c_int32)
-_WORDS: Final = [(_ED + k * _WORD, ctypes.c_int32) for k in range(_EVENT_DATA_SIZE // _WORD)]
-_WIDE: Final = _struct(
+
+
+def _span(first: tuple[int, _CType], last: tuple[int, _CType]) -> tuple[int, _CType]:
+    """The bytes of the adjacent fields ``first`` through ``last`` as one
+    unsigned integer: one value to compare instead of several."""
+    size = last[0] + ctypes.sizeof(last[1]) - first[0]
+    return first[0], {4: ctypes.c_uint32, 8: ctypes.c_uint64}[size]
+
+
+# The fast path's guard: nlmsg_len/type/flags, cn_msg.id, cn_msg.len/flags,
+# and proc_event.what. A kernel event matches the reference below in all but
+# ``what``.
+_GUARD: Final = _struct(
     0,
     [
-        _nl("nlmsg_len"),
-        _nl("nlmsg_type"),
-        _cn("id.idx"),
-        _cn("id.val"),
-        _cn("seq"),
-        _cn("ack"),
-        _cn("len"),
+        _span(_nl("nlmsg_len"), _nl("nlmsg_flags")),
+        _span(_cn("id.idx"), _cn("id.val")),
+        _span(_cn("len"), _cn("flags")),
         _pe("what"),
-        _pe("cpu"),
-        _pe("timestamp_ns"),
-        *_WORDS,
     ],
 )
-_WIDE_PARAMS: Final = ("seq", "ack", "cpu", "timestamp_ns", *(f"w{k}" for k in range(len(_WORDS))))
 
 
-def _maker(cls: type[Any], params: Sequence[str], values: dict[str, str]) -> Callable[..., Any]:
-    """A function of ``params`` that returns a ``cls`` whose slots are the
-    expressions ``values[slot]``.
-
-    A frozen dataclass's own ``__init__`` sets each field through
-    ``object.__setattr__``: some 1.5 us for seven fields. This fills the slots
-    of a plain twin class with the same layout, then assigns ``__class__``:
-    a sixth of the time, and the result is an ordinary, frozen ``cls``.
-    """
-    twin = type(f"_{cls.__name__}Twin", cls.__bases__, {"__slots__": cls.__slots__})
-    body = "".join(f"    obj.{slot} = {values[slot]}\n" for slot in cls.__slots__)
-    namespace: dict[str, Any] = {
-        "_twin": twin,
-        "_cls": cls,
-        "_comm": _decode_comm,
-        "_comms": _COMMS.get,
-        "_pack4": _PACK4.pack,
-    }
-    source = f"def make({', '.join(params)}):\n    obj = _twin()\n{body}    obj.__class__ = _cls\n    return obj\n"
-    exec(source, namespace)  # generated from the field names of the layout classes
-    make: Callable[..., Any] = namespace["make"]
-    return make
-
-
-# Four event_data words back to the bytes they were read from.
-_PACK4: Final = struct.Struct("=4i")
 # Decoded comm values by their 16 kernel bytes: a handful of names recur.
 _COMMS: Final[dict[bytes, str]] = {}
 
@@ -460,126 +481,100 @@ _KIND_NAMES: Final = {
 
 
 class _Kind:
-    """How to read one kind: a Struct from ``cn_msg.seq`` to the last field of
-    its event_data member with a builder that takes the values in that
-    (memory) order; and, unless a field is not a 32-bit word, a builder that
-    takes the fast path's words."""
+    """How to read one kind: ``full``, a Struct that reads its class's fields,
+    in their order (the datagram's), from the start of a message; ``short``,
+    the same without the fields a kernel before 4.18 does not send."""
 
-    __slots__ = ("cls", "fast", "full", "make", "minimum", "missing", "name", "order", "short")
+    __slots__ = ("body", "cls", "comm", "full", "minimum", "missing", "name", "short")
 
     def __init__(
         self,
         cls: type[ProcessEvent | AckEvent],
         member: type[ctypes.Structure],
         prefix: str,
-        fields: Sequence[tuple[str, str]],
+        paths: Sequence[str],
         *,
         optional: int = 0,
     ) -> None:
-        head = [("seq", _cn("seq"))]
+        head = [_cn("seq")]
         if cls is AckEvent:
-            head.append(("ack", _cn("ack")))
-        head += [("cpu", _pe("cpu")), ("timestamp_ns", _pe("timestamp_ns"))]
-        body = [(attr, _pe(f"event_data.{prefix}.{path}")) for attr, path in fields]
-        order = head + body
-        start = _cn("seq")[0]
+            head.append(_cn("ack"))
+        head += [_pe("cpu"), _pe("timestamp_ns")]
+        body = [_pe(f"event_data.{prefix}.{path}") for path in paths]
+        names: tuple[str, ...] = cls._fields
+        # The class's fields are the kernel's, in the kernel's order.
+        if [n for n in names[len(head) :]] != [path.rsplit(".", 1)[-1] for path in paths]:
+            raise AssertionError(f"{cls.__name__} fields {names} do not follow {prefix} {paths}")
         self.cls = cls
         self.name = _KIND_NAMES[cls.what]  # PROC_EVENT_FORK, for messages
-        self.full = _struct(start, [where for _, where in order])
+        self.body = names[len(head) :]  # the event_data fields, for encoding
+        self.full = _struct(0, head + body)
         # Fields added to a member later (exit and coredump parents, Linux
         # 4.18) are optional: an older kernel sends a shorter cn_msg.len.
-        self.short = _struct(start, [where for _, where in order[: len(order) - optional]])
+        self.short = _struct(0, (head + body)[: len(head) + len(body) - optional])
         self.missing = (0,) * optional
-        last = body[-1 - optional][1] if optional else None
+        last = body[-1 - optional] if optional else None
         self.minimum = _PE_HEADER + (
             last[0] + ctypes.sizeof(last[1]) - _ED if last is not None else ctypes.sizeof(member)
         )
-        self.order = tuple(attr for attr, _ in order)
-        direct = {attr: attr for attr in self.order}
-        if "comm" in direct:
-            direct["comm"] = "_comms(comm) or _comm(comm)"
-        self.make = _maker(cls, self.order, direct)
-        # The fast path: words are read signed; unsigned fields take a mask;
-        # comm's char array is packed back from its four words.
-        words: dict[str, str] = {attr: attr for attr, _ in head}
-        for attr, (offset, ctype) in body:
-            first, code = (offset - _ED) // _WORD, _code(ctype)
-            if code == "i":
-                words[attr] = f"w{first}"
-            elif code == "I":
-                words[attr] = f"w{first} & 0xFFFFFFFF"
-            else:
-                assert attr == "comm" and offset % _WORD == 0 and ctypes.sizeof(ctype) == 4 * _WORD, attr
-                packed = f"_pack4({', '.join(f'w{first + k}' for k in range(4))})"
-                words[attr] = f"_comms(_raw := {packed}) or _comm(_raw)"
-        self.fast = _maker(cls, _WIDE_PARAMS, words)
+        self.comm = names[-1] == "comm"  # its last value is bytes to decode
 
 
 _KINDS: Final[dict[int, _Kind]] = {
-    PROC_EVENT_NONE: _Kind(AckEvent, proc_event__ack, "ack", [("err", "err")]),
+    PROC_EVENT_NONE: _Kind(AckEvent, proc_event__ack, "ack", ["err"]),
     PROC_EVENT_FORK: _Kind(
-        ForkEvent,
-        fork_proc_event,
-        "fork",
-        [(f, f) for f in ("parent_pid", "parent_tgid", "child_pid", "child_tgid")],
+        ForkEvent, fork_proc_event, "fork", ["parent_pid", "parent_tgid", "child_pid", "child_tgid"]
     ),
-    PROC_EVENT_EXEC: _Kind(ExecEvent, exec_proc_event, "exec", [(f, f) for f in ("process_pid", "process_tgid")]),
-    PROC_EVENT_UID: _Kind(
-        UidEvent,
-        id_proc_event,
-        "id",
-        [("process_pid", "process_pid"), ("process_tgid", "process_tgid"), ("ruid", "r.ruid"), ("euid", "e.euid")],
-    ),
-    PROC_EVENT_GID: _Kind(
-        GidEvent,
-        id_proc_event,
-        "id",
-        [("process_pid", "process_pid"), ("process_tgid", "process_tgid"), ("rgid", "r.rgid"), ("egid", "e.egid")],
-    ),
-    PROC_EVENT_SID: _Kind(SidEvent, sid_proc_event, "sid", [(f, f) for f in ("process_pid", "process_tgid")]),
+    PROC_EVENT_EXEC: _Kind(ExecEvent, exec_proc_event, "exec", ["process_pid", "process_tgid"]),
+    PROC_EVENT_UID: _Kind(UidEvent, id_proc_event, "id", ["process_pid", "process_tgid", "r.ruid", "e.euid"]),
+    PROC_EVENT_GID: _Kind(GidEvent, id_proc_event, "id", ["process_pid", "process_tgid", "r.rgid", "e.egid"]),
+    PROC_EVENT_SID: _Kind(SidEvent, sid_proc_event, "sid", ["process_pid", "process_tgid"]),
     PROC_EVENT_PTRACE: _Kind(
-        PtraceEvent,
-        ptrace_proc_event,
-        "ptrace",
-        [(f, f) for f in ("process_pid", "process_tgid", "tracer_pid", "tracer_tgid")],
+        PtraceEvent, ptrace_proc_event, "ptrace", ["process_pid", "process_tgid", "tracer_pid", "tracer_tgid"]
     ),
-    PROC_EVENT_COMM: _Kind(
-        CommEvent, comm_proc_event, "comm", [(f, f) for f in ("process_pid", "process_tgid", "comm")]
-    ),
+    PROC_EVENT_COMM: _Kind(CommEvent, comm_proc_event, "comm", ["process_pid", "process_tgid", "comm"]),
     PROC_EVENT_COREDUMP: _Kind(
         CoredumpEvent,
         coredump_proc_event,
         "coredump",
-        [(f, f) for f in ("process_pid", "process_tgid", "parent_pid", "parent_tgid")],
+        ["process_pid", "process_tgid", "parent_pid", "parent_tgid"],
         optional=2,
     ),
     PROC_EVENT_EXIT: _Kind(
         ExitEvent,
         exit_proc_event,
         "exit",
-        [(f, f) for f in ("process_pid", "process_tgid", "exit_code", "exit_signal", "parent_pid", "parent_tgid")],
+        ["process_pid", "process_tgid", "exit_code", "exit_signal", "parent_pid", "parent_tgid"],
         optional=2,
     ),
 }
-
-# what -> the fast path's maker, for the kinds it takes.
-_FAST: Final = {what: kind.fast for what, kind in _KINDS.items()}
 
 
 # --- Parser ----------------------------------------------------------------
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
+_new: Final = tuple.__new__  # an event from the tuple of its fields
 
-_SEQ_OFFSET: Final = _cn("seq")[0]
 
-
-def _make_parse_events() -> Callable[[Buffer], list[Event]]:
+def _make_parsers() -> tuple[Callable[[Buffer], list[Event]], Callable[[Buffer, int], ProcessEvent | None]]:
     # The fast path reads everything it needs from closure cells, not globals.
-    wide, size, full = _WIDE.unpack_from, _WIDE.size, _PE_HEADER + _EVENT_DATA_SIZE
-    done, cn_idx, cn_val = NLMSG_DONE, CN_IDX_PROC, CN_VAL_PROC
-    fast = _FAST
-    slow = _parse_all
+    size, full = _PE + ctypes.sizeof(proc_event), ctypes.sizeof(proc_event)
+    guard = _GUARD.unpack_from
+    whole = struct.Struct(f"{_GUARD.format}{size - _GUARD.size}x").unpack  # the guard, over a whole datagram
+    # What the guard reads from the message the kernel sends.
+    reference = bytearray(size)
+    _NLMSGHDR.pack_into(reference, 0, size, NLMSG_DONE, 0, 0, 0)
+    _CN_MSG.pack_into(reference, _CN, CN_IDX_PROC, CN_VAL_PROC, 0, 0, full, 0)
+    nl_head, cn_id, cn_len, _ = guard(reference)
+    # what -> (the kind's unpack, its class), for the kinds made of integers.
+    fast: dict[int, tuple[Callable[..., tuple[Any, ...]], type[ProcessEvent]]] = {
+        what: (k.full.unpack_from, k.cls)  # type: ignore[misc]  # AckEvent is left out
+        for what, k in _KINDS.items()
+        if not k.comm and k.cls is not AckEvent
+    }
+    comm_what, comm_read = PROC_EVENT_COMM, _KINDS[PROC_EVENT_COMM].full.unpack_from
+    comms, decode, new, slow = _COMMS.get, _decode_comm, _new, _parse_all
 
     def parse_events(data: Buffer) -> list[Event]:
         """Every message of one datagram, as event values, in order.
@@ -595,25 +590,43 @@ def _make_parse_events() -> Callable[[Buffer], list[Event]]:
         the parent is gone.
         """
         # What the kernel sends (since Linux 3.2): one message per datagram,
-        # cn_msg.len = sizeof(struct proc_event). Validate and read it in one
-        # unpack; anything else takes the general path.
-        # len() counts items, not bytes: a memoryview of wider items takes the general path.
-        if len(data) == size and (type(data) is not memoryview or data.itemsize == 1):
-            try:
-                nl_len, nl_type, idx, val, seq, ack, cn_len, what, cpu, ts, w0, w1, w2, w3, w4, w5 = wide(data)
-            except BufferError:  # a non-contiguous memoryview
-                return slow(data)
-            if nl_len == size and cn_len == full and nl_type == done and idx == cn_idx and val == cn_val:
-                try:
-                    make = fast[what]
-                except KeyError:  # a kind this library does not know
-                    pass
-                else:
-                    return [make(seq, ack, cpu, ts, w0, w1, w2, w3, w4, w5)]
+        # cn_msg.len = sizeof(struct proc_event). Check it with one unpack and
+        # read it with another; anything else takes the general path.
+        try:
+            # Struct.unpack() takes exactly KERNEL_EVENT_SIZE bytes, of any buffer.
+            head, ident, length, what = whole(data)
+        except (struct.error, BufferError):  # another size, or a non-contiguous memoryview
+            return slow(data)
+        if head == nl_head and ident == cn_id and length == cn_len:
+            kind = fast.get(what)
+            if kind is not None:
+                read, cls = kind
+                return [new(cls, read(data))]
+            if what == comm_what:
+                seq, cpu, ts, pid, tgid, raw = comm_read(data)
+                return [new(CommEvent, (seq, cpu, ts, pid, tgid, comms(raw) or decode(raw)))]
         return slow(data)
 
+    def parse_kernel_event(buf: Buffer, offset: int) -> ProcessEvent | None:
+        """The process event at ``buf[offset:offset + KERNEL_EVENT_SIZE]``
+        when that is one datagram shaped as the kernel sends them, else None
+        (then ``parse_events`` must read the datagram). For a reader with
+        many datagrams in one buffer: no slice per datagram. The same checks
+        as the fast path above."""
+        head, ident, length, what = guard(buf, offset)
+        if head == nl_head and ident == cn_id and length == cn_len:
+            kind = fast.get(what)
+            if kind is not None:
+                read, cls = kind
+                event: ProcessEvent = new(cls, read(buf, offset))
+                return event
+            if what == comm_what:
+                seq, cpu, ts, pid, tgid, raw = comm_read(buf, offset)
+                return new(CommEvent, (seq, cpu, ts, pid, tgid, comms(raw) or decode(raw)))
+        return None
+
     parse_events.__qualname__ = "parse_events"
-    return parse_events
+    return parse_events, parse_kernel_event
 
 
 def _parse_all(data: Buffer) -> list[Event]:
@@ -664,20 +677,27 @@ def _parse_cn_msg(data: Buffer, off: int, nl_len: int) -> Event:
     (what,) = _WHAT.unpack_from(data, off)
     kind = _KINDS.get(what)
     if kind is None:
-        seq, _ack, cpu, timestamp_ns = _COMMON.unpack_from(data, off + _SEQ_OFFSET)
+        seq, cpu, timestamp_ns = _COMMON.unpack_from(data, off)
         raw = bytes(data[off + _ED : off + _PE + cn_len])
-        return UnknownEvent(cpu=cpu, timestamp_ns=timestamp_ns, seq=seq, what=what, data=raw)
+        return UnknownEvent(seq=seq, cpu=cpu, timestamp_ns=timestamp_ns, what=what, data=raw)
     if cn_len < kind.minimum:
         raise ParseError(f"cn_msg.len {cn_len:#x} is too short for {kind.name} (needs {kind.minimum:#x})", off)
-    if _SEQ_OFFSET + kind.full.size <= _PE + cn_len:
-        values: tuple[Any, ...] = kind.full.unpack_from(data, off + _SEQ_OFFSET)
+    if kind.full.size <= _PE + cn_len:
+        values: tuple[Any, ...] = kind.full.unpack_from(data, off)
     else:
-        values = kind.short.unpack_from(data, off + _SEQ_OFFSET) + kind.missing
-    event: Event = kind.make(*values)
+        values = kind.short.unpack_from(data, off) + kind.missing
+    if kind.comm:
+        raw = values[-1]
+        values = (*values[:-1], _COMMS.get(raw) or _decode_comm(raw))
+    event: Event = _new(kind.cls, values)
     return event
 
 
-parse_events: Final = _make_parse_events()
+parse_events, _parse_kernel_event = _make_parsers()
+
+#: The length of a datagram as the kernel sends it: one NLMSG_DONE message
+#: whose cn_msg carries one struct proc_event.
+KERNEL_EVENT_SIZE: Final = _PE + ctypes.sizeof(proc_event)
 
 
 # --- Encoders --------------------------------------------------------------
@@ -688,8 +708,6 @@ parse_events: Final = _make_parse_events()
 # them apart by cn_msg.len alone, and ignores any other length: a kernel
 # before 6.6 silently ignores a proc_input.
 
-_NLMSGHDR: Final = _struct(0, [_nl(f) for f in ("nlmsg_len", "nlmsg_type", "nlmsg_flags", "nlmsg_seq", "nlmsg_pid")])
-_CN_MSG: Final = _struct(0, [_member(cn_msg, f) for f in ("id.idx", "id.val", "seq", "ack", "len", "flags")])
 _OP: Final = struct.Struct("=I")
 _PROC_INPUT: Final = _struct(0, [_member(proc_input, "mcast_op"), _member(proc_input, "event_type")])
 _PROC_EVENT_HEAD: Final = _struct(0, [_member(proc_event, f) for f in ("what", "cpu", "timestamp_ns")])
@@ -770,12 +788,11 @@ def encode_event(event: ProcessEvent | AckEvent | UnknownEvent) -> bytes:
         event_data, ack = event.data, 0
     else:
         kind = _KINDS[event.what]
-        values = [_encode_value(getattr(event, name)) for name in kind.order]
-        # Pack the kind's Struct over a zeroed event_data, then cut the
-        # cn_msg header fields back out: they are written below.
-        full = bytearray(_ED - _SEQ_OFFSET + _EVENT_DATA_SIZE)
-        kind.full.pack_into(full, 0, *values)
-        event_data = bytes(full[_ED - _SEQ_OFFSET :])
+        # Pack the kind's Struct over a zeroed message, then cut its
+        # event_data out: the headers are written below.
+        message = bytearray(_PE + ctypes.sizeof(proc_event))
+        kind.full.pack_into(message, 0, *map(_encode_value, event))
+        event_data = bytes(message[_ED:])
         ack = event.ack if isinstance(event, AckEvent) else 0
     payload = _PROC_EVENT_HEAD.pack(event.what, event.cpu, event.timestamp_ns) + event_data
     return _connector_message(payload, seq=event.seq, ack=ack)

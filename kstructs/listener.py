@@ -27,6 +27,7 @@ model):
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import platform
@@ -34,27 +35,31 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, MutableSequence
+from collections.abc import AsyncIterator, Iterable, Iterator, MutableSequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Final, Self
 
+from kstructs._recvmmsg import Batch
 from kstructs.cn_proc import PROC_EVENT_ALL, EventKind, valid_event
-from kstructs.connector import CN_IDX_PROC
+from kstructs.connector import CN_IDX_PROC, CONNECTOR_MAX_MSG_SIZE, cn_msg
 from kstructs.events import (
+    KERNEL_EVENT_SIZE,
     PROCESS_EVENTS,
     AckEvent,
+    Buffer,
     Event,
     KstructsError,
     NetlinkError,
     Overrun,
     ParseError,
+    _parse_kernel_event,
     encode_ignore,
     encode_listen,
     event_matches,
     parse_events,
 )
-from kstructs.netlink import NETLINK_CONNECTOR
+from kstructs.netlink import NETLINK_CONNECTOR, nlmsg_space
 
 # include/uapi/asm-generic/socket.h; alpha, parisc and sparc number it 0x100b.
 SO_RCVBUFFORCE: Final = getattr(
@@ -71,9 +76,12 @@ DEFAULT_RCVBUF: Final = 8 << 20
 #: none.
 DEFAULT_LINGER: Final = 0.001
 
-# Larger than any datagram the connector sends (CONNECTOR_MAX_MSG_SIZE plus
-# headers); a foreign sender's longer datagram is truncated, then rejected.
-_RECV_SIZE: Final = 1 << 16
+# Room for the largest datagram the connector sends: one message of
+# CONNECTOR_MAX_MSG_SIZE bytes of payload. A longer one (from a foreign
+# sender: rejected anyway) is truncated.
+_RECV_SIZE: Final = nlmsg_space(ctypes.sizeof(cn_msg) + CONNECTOR_MAX_MSG_SIZE)
+# Datagrams one recvmmsg() call takes at most.
+_VLEN: Final = 64
 # Datagrams read() takes in one call: bounds its latency and its list.
 _BATCH: Final = 1024
 # The kernel answers a subscribe request inside sendmsg() (cn_rx_skb() runs
@@ -143,6 +151,14 @@ class ListenerStats:
 Item = Event | Loss
 
 
+def _new_batch() -> Batch | None:
+    """recvmmsg() slots, or None where libc lacks recvmmsg()."""
+    try:
+        return Batch(_VLEN, _RECV_SIZE)
+    except OSError:
+        return None
+
+
 class Listener:
     """Process events from the kernel; see the module docstring.
 
@@ -176,8 +192,11 @@ class Listener:
         self._sock: socket.socket | None = None
         self._listening = False  # a LISTEN went out: close() owes an IGNORE
         self._closed = False
-        self._buf = bytearray(_RECV_SIZE)
+        # Receive buffers: recvmmsg() slots, or one buffer for recvfrom().
+        self._batch: Batch | None = None
+        self._buf = bytearray()
         self._view = memoryview(self._buf)
+        self._poller = select.poll()
         # Received, not yet handed out: what a consumer that stopped
         # iterating left, and what arrived while waiting for a reply.
         self._pending: deque[Item] = deque()
@@ -236,6 +255,10 @@ class Listener:
                 ) from e
             self.port_id = sock.getsockname()[0]
             self._inode = os.fstat(sock.fileno()).st_ino
+            self._poller.register(sock.fileno(), select.POLLIN)
+            self._batch = _new_batch()
+            if self._batch is None:
+                self._single()
             self._subscribe()
         except BaseException:
             self.close()
@@ -417,38 +440,70 @@ class Listener:
 
     def _drain(self, out: MutableSequence[Item], *, wait: bool) -> None:
         """Receive, check, parse, account and filter up to _BATCH datagrams
-        into ``out``; with ``wait``, block for the first.
+        into ``out``; with ``wait``, block until the first arrives.
 
-        The hot loop of the listener: one recvfrom() and one parse per
-        datagram, everything else inline.
+        The hot loop of the listener: one recvmmsg() per batch of datagrams
+        (one recvfrom() each where libc lacks it), then ``_take``. The queue
+        is known empty when a call finds nothing (EAGAIN), not when a batch
+        comes back short: the kernel may be holding an ENOBUFS for the next
+        call.
         """
-        recv, buf, view, parse = self._socket().recvfrom_into, self._buf, self._view, parse_events
-        track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
+        sock = self._socket()
+        if wait:
+            self._poller.poll()  # retried on EINTR after the signal handlers ran (PEP 475)
+        batch, fd, dontwait = self._batch, sock.fileno(), socket.MSG_DONTWAIT
+        received, start = 0, len(out)
+        while received < _BATCH:
+            if batch is not None:
+                n = batch.receive(fd, dontwait)
+                if n > 0:
+                    received += n
+                    self._take_batch(batch, n, out)
+                    continue
+                err = -n
+            else:
+                try:
+                    length, (sender, _groups) = sock.recvfrom_into(self._buf, 0, dontwait)
+                except OSError as e:
+                    err = e.errno or 0
+                else:
+                    received += 1
+                    self._take(((sender, False, self._view[:length]),), out)
+                    continue
+            if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self._drained(out)
+                break
+            if err == errno.ENOBUFS:
+                self._enobufs(out)
+            elif err == errno.ENOSYS and batch is not None:  # recvmmsg() refused (a seccomp filter)
+                self._single()
+                batch = None
+            elif err != errno.EINTR:
+                raise OSError(err, os.strerror(err))
+        self.stats.events += len(out) - start
+
+    def _single(self) -> None:
+        """Receive one datagram per recvfrom() from now on."""
+        self._batch = None
+        self._buf = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buf)
+
+    def _take(self, datagrams: Iterable[tuple[int, bool, Buffer]], out: MutableSequence[Item]) -> None:
+        """Check, parse, account and filter received datagrams into ``out``."""
+        track, last_seq, passing, append, parse = self._track, self._last_seq, self._pass, out.append, parse_events
         kinds = self.events or 0  # used only when filtering, so never None there
-        dontwait = socket.MSG_DONTWAIT
-        flags = 0 if wait else dontwait
-        start = len(out)
         received = foreign = malformed = filtered = 0
         try:
-            for _ in range(_BATCH):
-                try:
-                    n, (sender, _groups) = recv(buf, 0, flags)
-                except BlockingIOError:
-                    self._drained(out)
-                    break
-                except OSError as e:
-                    if e.errno != errno.ENOBUFS:
-                        raise
-                    self._enobufs(out)
-                    flags = dontwait
-                    continue
-                flags = dontwait
+            for sender, truncated, data in datagrams:
                 if sender:  # not the kernel
                     foreign += 1
                     continue
                 received += 1
+                if truncated:  # longer than the largest datagram the connector sends
+                    malformed += 1
+                    continue
                 try:
-                    items = parse(view[:n])
+                    items = parse(data)
                 except ParseError:
                     malformed += 1
                     continue
@@ -476,7 +531,35 @@ class Listener:
             stats.malformed += malformed
             stats.rejected += foreign + malformed
             stats.filtered += filtered
-            stats.events += len(out) - start
+
+    def _take_batch(self, batch: Batch, n: int, out: MutableSequence[Item]) -> None:
+        """``_take`` for ``n`` datagrams received by ``batch``. Kernel events
+        are read in place; anything else goes through ``_take``, in order."""
+        track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
+        kinds = self.events or 0
+        one, size, view, trunc = _parse_kernel_event, KERNEL_EVENT_SIZE, batch.view, socket.MSG_TRUNC
+        received = filtered = 0
+        try:
+            for (msg_flags, length), (sender,), offset in batch.frames(n):
+                if length == size and not sender and not msg_flags & trunc:
+                    ev = one(view, offset)
+                    if ev is not None:
+                        received += 1
+                        if track:
+                            seq, cpu = ev.seq, ev.cpu
+                            if seq - last_seq.get(cpu, seq - 1) != 1:
+                                self._check_seq(out, cpu, seq)
+                            last_seq[cpu] = seq
+                        if passing is not None and type(ev) not in passing and not event_matches(ev, kinds):
+                            filtered += 1
+                        else:
+                            append(ev)
+                        continue
+                data = view[offset : offset + length]
+                self._take(((sender, bool(msg_flags & trunc), data),), out)
+        finally:
+            self.stats.received += received
+            self.stats.filtered += filtered
 
     def _check_seq(self, out: MutableSequence[Item], cpu: int, seq: int) -> None:
         """``seq`` on ``cpu`` does not follow the last one: wrapped, or lost."""

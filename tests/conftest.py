@@ -41,7 +41,7 @@ def compiler() -> str:
 @functools.cache
 def _probe(exprs: tuple[tuple[str, str], ...], prelude: str) -> dict[str, int]:
     cc = compiler()
-    lines = [f"#include <{h}>" for h in HEADERS]
+    lines = ["#define _GNU_SOURCE", *(f"#include <{h}>" for h in HEADERS)]
     lines += ["#include <linux/version.h>", "#include <stddef.h>", "#include <stdio.h>", prelude, "int main(void) {"]
     lines += [f'    printf("%s %lld\\n", "{key}", (long long)({expr}));' for key, expr in exprs]
     lines += ["    return 0;", "}"]

@@ -4,7 +4,6 @@ and scripts see it: stdout, stderr, exit status, signals, pipes."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import os
 import queue
@@ -47,15 +46,15 @@ CLONE_NEWNET = 0x40000000
 
 # One of each kind, as the formats get them.
 SAMPLES: list[ProcessEvent | Loss] = [
-    ForkEvent(0, 10**12, 5, 100, 100, 101, 101),
-    ExecEvent(1, 10**12, 6, 101, 101),
-    UidEvent(0, 10**12, 7, 101, 101, 0, 1000),
-    GidEvent(0, 10**12, 8, 101, 101, 0, 1000),
-    SidEvent(0, 10**12, 9, 101, 101),
-    PtraceEvent(0, 10**12, 10, 101, 101, 100, 100),
-    CommEvent(0, 10**12, 11, 101, 101, 'we"ird\\\udcff'),
-    CoredumpEvent(0, 10**12, 12, 101, 101, 100, 100),
-    ExitEvent(0, 10**12, 13, 101, 101, 3 << 8, 17, 100, 100),
+    ForkEvent(5, 0, 10**12, 100, 100, 101, 101),
+    ExecEvent(6, 1, 10**12, 101, 101),
+    UidEvent(7, 0, 10**12, 101, 101, 0, 1000),
+    GidEvent(8, 0, 10**12, 101, 101, 0, 1000),
+    SidEvent(9, 0, 10**12, 101, 101),
+    PtraceEvent(10, 0, 10**12, 101, 101, 100, 100),
+    CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\\udcff'),
+    CoredumpEvent(12, 0, 10**12, 101, 101, 100, 100),
+    ExitEvent(13, 0, 10**12, 101, 101, 3 << 8, 17, 100, 100),
     Loss(12, "enobufs"),
     Loss(3, "seq-gap", 1),
 ]
@@ -64,7 +63,7 @@ SAMPLES: list[ProcessEvent | Loss] = [
 def keys(event: str) -> list[str]:
     if event == "lost":
         return ["event", "count", "reason", "cpu"]
-    return ["event", *(f.name for f in dataclasses.fields(PROCESS_EVENTS[event]))]
+    return ["event", *PROCESS_EVENTS[event]._fields]
 
 
 # --- Formats ----------------------------------------------------------------
@@ -81,9 +80,9 @@ def test_json_is_json_dumps_of_to_dict(item: ProcessEvent | Loss) -> None:
 def test_json_keys_are_the_contract() -> None:
     assert keys("fork") == [
         "event",
+        "seq",
         "cpu",
         "timestamp_ns",
-        "seq",
         "parent_pid",
         "parent_tgid",
         "child_pid",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import json
+import pickle
 import struct
 from typing import Any
 
@@ -60,11 +60,11 @@ PE_SIZE = ctypes.sizeof(proc_event)
 KINDS: list[tuple[bytes, Event]] = [
     (
         datagram(cn_proc.PROC_EVENT_FORK, "fork", parent_pid=100, parent_tgid=101, child_pid=200, child_tgid=201),
-        ForkEvent(1, 0x0102030405060708, 77, 100, 101, 200, 201),
+        ForkEvent(77, 1, 0x0102030405060708, 100, 101, 200, 201),
     ),
     (
         datagram(cn_proc.PROC_EVENT_EXEC, "exec", process_pid=300, process_tgid=301),
-        ExecEvent(1, 0x0102030405060708, 77, 300, 301),
+        ExecEvent(77, 1, 0x0102030405060708, 300, 301),
     ),
     (
         datagram(
@@ -72,7 +72,7 @@ KINDS: list[tuple[bytes, Event]] = [
             "id",
             cn_proc.id_proc_event(5, 6, cn_proc.id_proc_event__r(ruid=1000), cn_proc.id_proc_event__e(euid=0xFFFFFFFE)),
         ),
-        UidEvent(1, 0x0102030405060708, 77, 5, 6, 1000, 0xFFFFFFFE),
+        UidEvent(77, 1, 0x0102030405060708, 5, 6, 1000, 0xFFFFFFFE),
     ),
     (
         datagram(
@@ -80,23 +80,23 @@ KINDS: list[tuple[bytes, Event]] = [
             "id",
             cn_proc.id_proc_event(5, 6, cn_proc.id_proc_event__r(rgid=7), cn_proc.id_proc_event__e(egid=8)),
         ),
-        GidEvent(1, 0x0102030405060708, 77, 5, 6, 7, 8),
+        GidEvent(77, 1, 0x0102030405060708, 5, 6, 7, 8),
     ),
     (
         datagram(cn_proc.PROC_EVENT_SID, "sid", process_pid=9, process_tgid=9),
-        SidEvent(1, 0x0102030405060708, 77, 9, 9),
+        SidEvent(77, 1, 0x0102030405060708, 9, 9),
     ),
     (
         datagram(cn_proc.PROC_EVENT_PTRACE, "ptrace", process_pid=10, process_tgid=10, tracer_pid=11, tracer_tgid=12),
-        PtraceEvent(1, 0x0102030405060708, 77, 10, 10, 11, 12),
+        PtraceEvent(77, 1, 0x0102030405060708, 10, 10, 11, 12),
     ),
     (
         datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=13, process_tgid=13, comm=b"kworker/0:1"),
-        CommEvent(1, 0x0102030405060708, 77, 13, 13, "kworker/0:1"),
+        CommEvent(77, 1, 0x0102030405060708, 13, 13, "kworker/0:1"),
     ),
     (
         datagram(cn_proc.PROC_EVENT_COREDUMP, "coredump", process_pid=14, process_tgid=14, parent_pid=1, parent_tgid=1),
-        CoredumpEvent(1, 0x0102030405060708, 77, 14, 14, 1, 1),
+        CoredumpEvent(77, 1, 0x0102030405060708, 14, 14, 1, 1),
     ),
     (
         datagram(
@@ -109,11 +109,11 @@ KINDS: list[tuple[bytes, Event]] = [
             parent_pid=1,
             parent_tgid=1,
         ),
-        ExitEvent(1, 0x0102030405060708, 77, 15, 15, 0x300, 17, 1, 1),
+        ExitEvent(77, 1, 0x0102030405060708, 15, 15, 0x300, 17, 1, 1),
     ),
     (
         datagram(cn_proc.PROC_EVENT_NONE, "ack", ack=43, err=0),
-        AckEvent(1, 0x0102030405060708, 77, 43, 0),
+        AckEvent(77, 43, 1, 0x0102030405060708, 0),
     ),
 ]
 
@@ -139,7 +139,7 @@ def test_general_path_agrees_with_fast_path(data: bytes, expected: Event) -> Non
 
 
 def test_a_captured_kernel_datagram() -> None:
-    assert parse_events(KERNEL_FORK) == [ForkEvent(1, 0x6B0E5E1ADA, 0x70, 1752, 1752, 1753, 1753)]
+    assert parse_events(KERNEL_FORK) == [ForkEvent(0x70, 1, 0x6B0E5E1ADA, 1752, 1752, 1753, 1753)]
 
 
 def test_proc_event_at_offset_36_is_only_four_aligned() -> None:
@@ -169,13 +169,13 @@ def test_comm_stops_at_the_first_nul_and_keeps_odd_bytes() -> None:
     assert ev.comm == "a\udcffb"  # surrogateescape: os.fsencode() gives the bytes back
     assert ev.comm.encode("utf-8", "surrogateescape") == b"a\xffb"
     full = datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=1, process_tgid=1, comm=b"0123456789abcdef")
-    assert parse_events(full) == [CommEvent(1, 0x0102030405060708, 77, 1, 1, "0123456789abcdef")]
+    assert parse_events(full) == [CommEvent(77, 1, 0x0102030405060708, 1, 1, "0123456789abcdef")]
 
 
 def test_unknown_kind_keeps_the_raw_event_data() -> None:
     data = datagram(0x1000, "exit", process_pid=0x11223344)
     (ev,) = parse_events(data)
-    assert ev == UnknownEvent(1, 0x0102030405060708, 77, 0x1000, struct.pack("=i", 0x11223344) + bytes(20))
+    assert ev == UnknownEvent(77, 1, 0x0102030405060708, 0x1000, struct.pack("=i", 0x11223344) + bytes(20))
     assert isinstance(ev, UnknownEvent) and ev.to_dict()["data"] == ev.data.hex()
 
 
@@ -191,23 +191,23 @@ def test_exit_before_4_18_has_no_parent() -> None:
     # Before Linux 4.18 exit_proc_event ended after exit_signal; before 3.2
     # (no comm) the whole union was 16 bytes: cn_msg.len 32.
     data = datagram(cn_proc.PROC_EVENT_EXIT, "exit", cn_len=32, process_pid=5, process_tgid=5, exit_code=9)
-    assert parse_events(data) == [ExitEvent(1, 0x0102030405060708, 77, 5, 5, 9, 0, 0, 0)]
+    assert parse_events(data) == [ExitEvent(77, 1, 0x0102030405060708, 5, 5, 9, 0, 0, 0)]
 
 
 def test_coredump_before_4_18_has_no_parent() -> None:
     data = datagram(cn_proc.PROC_EVENT_COREDUMP, "coredump", cn_len=24, process_pid=5, process_tgid=6)
-    assert parse_events(data) == [CoredumpEvent(1, 0x0102030405060708, 77, 5, 6, 0, 0)]
+    assert parse_events(data) == [CoredumpEvent(77, 1, 0x0102030405060708, 5, 6, 0, 0)]
 
 
 def test_fork_from_a_kernel_before_3_2() -> None:
     data = datagram(cn_proc.PROC_EVENT_FORK, "fork", cn_len=32, parent_pid=1, parent_tgid=1, child_pid=2, child_tgid=2)
     assert len(data) == 68
-    assert parse_events(data) == [ForkEvent(1, 0x0102030405060708, 77, 1, 1, 2, 2)]
+    assert parse_events(data) == [ForkEvent(77, 1, 0x0102030405060708, 1, 1, 2, 2)]
 
 
 def test_a_longer_proc_event_from_a_future_kernel() -> None:
     data = datagram(cn_proc.PROC_EVENT_EXEC, "exec", cn_len=PE_SIZE + 8, process_pid=3, process_tgid=3)
-    assert parse_events(data) == [ExecEvent(1, 0x0102030405060708, 77, 3, 3)]
+    assert parse_events(data) == [ExecEvent(77, 1, 0x0102030405060708, 3, 3)]
 
 
 # --- Netlink control messages and several messages per datagram -------------
@@ -242,7 +242,7 @@ def test_nlmsg_error_and_overrun_are_values() -> None:
 def test_last_message_may_lack_its_padding() -> None:
     data = datagram(cn_proc.PROC_EVENT_EXEC, "exec", cn_len=PE_SIZE + 1, process_pid=3, process_tgid=3)
     assert len(data) % 4 == 1
-    assert parse_events(data) == [ExecEvent(1, 0x0102030405060708, 77, 3, 3)]
+    assert parse_events(data) == [ExecEvent(77, 1, 0x0102030405060708, 3, 3)]
 
 
 # --- Malformed input: ParseError, one line, the offending value in hex --------
@@ -311,24 +311,38 @@ def test_parse_error_is_a_value_error_and_a_kstructs_error() -> None:
 # --- Values -----------------------------------------------------------------
 
 
-def test_events_are_frozen_slotted_values() -> None:
-    ev = ForkEvent(1, 0x0102030405060708, 77, 100, 101, 200, 201)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+def test_events_are_immutable_tuples_with_the_kernel_names() -> None:
+    ev = ForkEvent(77, 1, 0x0102030405060708, 100, 101, 200, 201)
+    with pytest.raises(AttributeError):
         ev.cpu = 2  # type: ignore[misc]
     assert not hasattr(ev, "__dict__")
+    assert (ev.seq, ev.cpu, ev.timestamp_ns, ev.parent_pid, ev.child_tgid) == (77, 1, 0x0102030405060708, 100, 201)
+    assert ev == ForkEvent(
+        seq=77, cpu=1, timestamp_ns=0x0102030405060708, parent_pid=100, parent_tgid=101, child_pid=200, child_tgid=201
+    )
     assert hash(ev) == hash(KINDS[0][1])
-    assert dataclasses.replace(ev, cpu=0).cpu == 0
+    assert ev._replace(cpu=0).cpu == 0
+    assert pickle.loads(pickle.dumps(ev)) == ev
     # Parsed instances are ordinary instances of the public class.
     (parsed,) = parse_events(KINDS[0][0])
     assert type(parsed) is ForkEvent and parsed == ev
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         parsed.cpu = 2  # type: ignore[misc]
 
 
+def test_equality_counts_the_kind() -> None:
+    exec_, sid = ExecEvent(1, 2, 3, 4, 4), SidEvent(1, 2, 3, 4, 4)
+    assert tuple(exec_) == tuple(sid)
+    assert exec_ != sid
+    assert (exec_ == sid) is False
+    assert len({exec_, sid, ExecEvent(1, 2, 3, 4, 4)}) == 2
+    assert exec_ != (1, 2, 3, 4, 4)
+
+
 @pytest.mark.parametrize("cls", list(PROCESS_EVENTS.values()))
-def test_fields_start_with_cpu_timestamp_seq(cls: type[ProcessEvent]) -> None:
-    names = [f.name for f in dataclasses.fields(cls)]
-    assert names[:3] == ["cpu", "timestamp_ns", "seq"]
+def test_fields_start_with_seq_cpu_timestamp(cls: type[ProcessEvent]) -> None:
+    # The order of the datagram: cn_msg.seq, then proc_event.cpu and .timestamp_ns.
+    assert cls._fields[:3] == ("seq", "cpu", "timestamp_ns")
     assert cls.what in set(EventKind)
 
 
@@ -340,7 +354,7 @@ def test_cli_names_and_kernel_bits() -> None:
 @pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
 def test_to_dict_has_exactly_the_json_keys(data: bytes, expected: Event) -> None:
     d = expected.to_dict()
-    assert list(d) == ["event", *(f.name for f in dataclasses.fields(expected))]
+    assert list(d) == ["event", *expected._fields]
     assert d["event"] == expected.event
     assert json.loads(json.dumps(d)) == d
 
@@ -349,7 +363,7 @@ def test_to_dict_has_exactly_the_json_keys(data: bytes, expected: Event) -> None
 
 EXIT0 = ExitEvent(0, 0, 0, 1, 1, 0, 17, 0, 0)
 EXIT3 = ExitEvent(0, 0, 0, 1, 1, 0x300, 17, 0, 0)
-ACK = AckEvent(0, 0, 0, 1, 0)
+ACK = AckEvent(0, 1, 0, 0, 0)
 
 
 @pytest.mark.parametrize(

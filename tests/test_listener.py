@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from kstructs import listener as listener_module
 from kstructs.cn_proc import EventKind
 from kstructs.events import (
     AckEvent,
@@ -100,9 +101,20 @@ def in_child(body: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@pytest.fixture(autouse=True, params=["recvmmsg", "recvfrom"])
+def receive_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs both ways a listener receives: recvmmsg() batches,
+    and one recvfrom() per datagram (a libc without recvmmsg)."""
+    path: str = request.param
+    if path == "recvfrom":
+        monkeypatch.setattr(listener_module, "_new_batch", lambda: None)
+    return path
+
+
 @pytest.fixture
-def listener() -> Iterator[Listener]:
+def listener(receive_path: str) -> Iterator[Listener]:
     with Listener() as lst:
+        assert (lst._batch is not None) == (receive_path == "recvmmsg")
         yield lst
 
 
@@ -152,13 +164,13 @@ def test_workload_every_field(listener: Listener) -> None:
     )
     stamps = [int(getattr(e, "timestamp_ns", 0)) for e in items]
     assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
-    for cpu, _, seq in map(_head, items):
+    for seq, cpu, _ in map(_head, items):
         assert 0 <= cpu < NCPU
         assert 0 <= seq < 2**32
 
 
 def _head(ev: Any) -> tuple[int, int, int]:
-    return ev.cpu, ev.timestamp_ns, ev.seq
+    return ev.seq, ev.cpu, ev.timestamp_ns
 
 
 @root
@@ -323,7 +335,7 @@ def test_open_is_idempotent_and_close_final() -> None:
 
 @root
 def test_datagrams_from_another_socket_are_rejected(listener: Listener) -> None:
-    fake = encode_event(ForkEvent(0, 1, 2, 3, 3, 424242, 424242))
+    fake = encode_event(ForkEvent(2, 0, 1, 3, 3, 424242, 424242))
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR) as other:
         other.bind((0, 0))
         other.sendto(fake, (listener.port_id, 0))

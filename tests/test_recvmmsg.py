@@ -1,0 +1,107 @@
+"""kstructs._recvmmsg: libc's layouts against the compiler, and batches of
+real datagrams."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from conftest import c_values
+
+from kstructs import _recvmmsg
+from kstructs import listener as listener_module
+from kstructs._recvmmsg import Batch, iovec, mmsghdr, msghdr
+from kstructs.events import ExitEvent
+from kstructs.listener import Listener
+from kstructs.netlink import NETLINK_CONNECTOR
+
+root = pytest.mark.root
+PRELUDE = "#include <sys/socket.h>\n#include <sys/uio.h>"
+
+
+def test_libc_layouts_match_the_compiler() -> None:
+    exprs = {
+        "sizeof iovec": "sizeof(struct iovec)",
+        "sizeof msghdr": "sizeof(struct msghdr)",
+        "sizeof mmsghdr": "sizeof(struct mmsghdr)",
+        "sizeof socklen_t": "sizeof(socklen_t)",
+        "MSG_TRUNC": "MSG_TRUNC",
+    }
+    classes: dict[str, type[ctypes.Structure]] = {"iovec": iovec, "msghdr": msghdr, "mmsghdr": mmsghdr}
+    for name, cls in classes.items():
+        for field, *_ in cls._fields_:
+            exprs[f"{name}.{field}"] = f"offsetof(struct {name}, {field})"
+            exprs[f"sizeof {name}.{field}"] = f"sizeof(((struct {name} *)0)->{field})"
+    c = c_values(exprs, PRELUDE)
+    for name, cls in classes.items():
+        assert ctypes.sizeof(cls) == c[f"sizeof {name}"], name
+        for field, ctype, *_ in cls._fields_:
+            assert getattr(cls, field).offset == c[f"{name}.{field}"], f"{name}.{field}"
+            assert ctypes.sizeof(ctype) == c[f"sizeof {name}.{field}"], f"{name}.{field}"
+    assert ctypes.sizeof(ctypes.c_uint32) == c["sizeof socklen_t"]
+    assert c["MSG_TRUNC"] == socket.MSG_TRUNC
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two connector sockets; the first sends to the second's port id
+    (CAP_NET_ADMIN: the connector takes unicast only from privileged senders)."""
+    with (
+        socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR) as sender,
+        socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR) as receiver,
+    ):
+        sender.bind((0, 0))
+        receiver.bind((0, 0))
+        yield sender, receiver
+
+
+@root
+def test_a_batch_takes_many_datagrams_and_flags_truncation(pair: tuple[socket.socket, socket.socket]) -> None:
+    sender, receiver = pair
+    to = (receiver.getsockname()[0], 0)
+    sent = [b"a" * 16, b"b" * 128, b"c" * 129, b"d" * 40]
+    for data in sent:
+        sender.sendto(data, to)
+    batch = Batch(3, 128)
+    fd, port = receiver.fileno(), sender.getsockname()[0]
+
+    assert batch.receive(fd, socket.MSG_DONTWAIT) == 3
+    frames = list(batch.frames(3))
+    assert [(length, who, offset) for (_, length), (who,), offset in frames] == [
+        (16, port, 0),
+        (128, port, 128),
+        (128, port, 256),  # the kernel copies what fits
+    ]
+    assert [bool(flags & socket.MSG_TRUNC) for (flags, _), _, _ in frames] == [False, False, True]
+    for ((_, length), _, offset), data in zip(frames, sent, strict=False):
+        assert bytes(batch.view[offset : offset + length]) == data[:length]
+
+    assert batch.receive(fd, socket.MSG_DONTWAIT) == 1
+    ((_, length), (who,), offset), *_ = batch.frames(1)
+    assert (bytes(batch.view[offset : offset + length]), who) == (sent[3], port)
+    assert batch.receive(fd, socket.MSG_DONTWAIT) == -errno.EAGAIN
+
+
+@root
+def test_a_listener_falls_back_when_recvmmsg_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A seccomp filter may answer ENOSYS; the listener goes on with recvfrom().
+    monkeypatch.setattr(_recvmmsg.Batch, "receive", lambda self, fd, flags: -errno.ENOSYS)
+    with Listener() as lst:
+        assert lst._batch is None  # the reply to the subscription already came the other way
+        proc = subprocess.Popen(["true"])
+        proc.wait()
+        for item in lst:
+            if isinstance(item, ExitEvent) and item.process_pid == proc.pid:
+                break
+
+
+def test_no_recvmmsg_in_libc_means_recvfrom(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_recvmmsg, "_RECVMMSG", None)
+    with pytest.raises(OSError, match="recvmmsg") as info:
+        Batch(4, 64)
+    assert info.value.errno == errno.ENOSYS
+    assert listener_module._new_batch() is None
