@@ -441,31 +441,29 @@ _KSTRUCTS_LIB = textwrap.dedent(
     from kstructs.cn_proc import EventKind
     from kstructs.listener import Listener
     rcvbuf = int(sys.argv[2]) or None
-    forks = collections.Counter()
-    exits = []
-    lost = 0
-    losses = []
+    # The loop only keeps what the iterator yields: its CPU is the library's.
+    # Counting happens after SIGINT, once the measurement is over.
+    items = []
+    keep = items.append
     try:
         with Listener(EventKind.FORK | EventKind.EXIT, rcvbuf=rcvbuf) as listener:
             print("ready", file=sys.stderr, flush=True)
             try:
                 for ev in listener:
-                    kind = ev.event
-                    if kind == "fork":
-                        forks[ev.parent_tgid] += 1
-                    elif kind == "exit":
-                        exits.append(ev.process_pid)
-                    elif kind == "lost":
-                        lost += ev.count
-                        losses.append([ev.count, ev.reason, ev.cpu])
+                    keep(ev)
             except KeyboardInterrupt:
                 pass
             s = listener.stats
             stats = {k: getattr(s, k) for k in ("received", "rejected", "lost", "enobufs")}
     except KeyboardInterrupt:
         stats = {}
+    forks = collections.Counter(ev.parent_tgid for ev in items if ev.event == "fork")
+    exits = [ev.process_pid for ev in items if ev.event == "exit"]
+    losses = [ev for ev in items if ev.event == "lost"]
+    lost = sum(ev.count for ev in losses)
+    losses = [[ev.count, ev.reason, ev.cpu] for ev in losses[:50]]
     with open(sys.argv[1], "w") as f:
-        json.dump({"forks": forks, "exits": exits, "lost": lost, "losses": losses[:50], "stats": stats}, f)
+        json.dump({"forks": forks, "exits": exits, "lost": lost, "losses": losses, "stats": stats}, f)
     """
 )
 

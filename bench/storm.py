@@ -5,8 +5,9 @@
 A tiny C generator (built on the fly with cc) forks N children that exit at
 once, from 1 and from 2 parallel generator processes. Each watcher -- a C
 recv loop that only records (the floor: what any watcher pays per event on
-this machine), the kstructs ``Listener`` iterator, ``kstructs watch --format
-json``, forkstat and pyroute2's ``ProcEventSocket`` -- runs alone during its
+this machine), the kstructs ``Listener`` iterator (a loop that only keeps what
+it yields, counted once the run is over), ``kstructs watch --format json``,
+forkstat and pyroute2's ``ProcEventSocket`` -- runs alone during its
 storm. pyroute2 0.9.7 raises ENOBUFS from every call once its queue has
 overflowed, so its watcher reopens the socket then. For each we
 report the fraction of the storm's events it received (fork events whose

@@ -186,7 +186,6 @@ def _loop(
     wake_only = select.poll()
     wake_only.register(wake_fd, select.POLLIN)
     deadline = None if duration is None else time.monotonic() + duration
-    busy_until = 0.0
     printed_types = cli.PRINTED
     while not stopping:
         items = listener.read()
@@ -208,15 +207,12 @@ def _loop(
             printed[0] = total  # only what was handed to stdout
             if printed[0] == count or (deadline is not None and now >= deadline):
                 break
-            # Events are flowing: linger, so one wakeup takes many.
-            busy_until = now + DEFAULT_LINGER
+            # Events are flowing: let more queue up, so one wakeup takes many
+            # (a signal still ends the wait at once).
+            wake_only.poll(DEFAULT_LINGER * 1000)
             continue
         if deadline is not None and now >= deadline:
             break
-        if now < busy_until:
-            wake_only.poll(DEFAULT_LINGER * 1000)
-            busy_until = 0.0
-            continue
         # poll() takes a C int of milliseconds.
         poller.poll(None if deadline is None else min(max(deadline - now, 0) * 1000, _POLL_MAX_MS))
 

@@ -71,9 +71,8 @@ SO_RCVBUFFORCE: Final = getattr(
 #: queue holds some 20 000 events, over half a second of a fork storm.
 DEFAULT_RCVBUF: Final = 8 << 20
 
-#: How long the iterators wait for more events while events are flowing
-#: (seconds). It bounds the latency it adds; at rates below 1/linger it adds
-#: none.
+#: How long the iterators wait for more events after handing out a batch
+#: (seconds): the most it delays an event.
 DEFAULT_LINGER: Final = 0.001
 
 # Room for the largest datagram the connector sends: one message of
@@ -167,10 +166,11 @@ class Listener:
     listeners included. ``rcvbuf`` is the receive buffer to ask for
     (``SO_RCVBUFFORCE`` when privileged, else ``SO_RCVBUF`` capped by
     ``net.core.rmem_max``). ``ack_timeout`` bounds the wait for the kernel's
-    reply to the subscription. ``linger``: when the iterators find the queue
-    empty less than ``linger`` seconds after the last event, they wait that
-    long before blocking, so that under a storm one wakeup takes many events
-    (a wakeup costs more CPU than an event); 0 blocks at once.
+    reply to the subscription. ``linger``: after handing out what one read
+    returned, the iterators wait that many seconds before reading again, so
+    that under a storm one wakeup takes many events (a wakeup costs more CPU
+    than an event). It delays an event by at most ``linger``; 0 reads again
+    at once.
     """
 
     def __init__(
@@ -300,24 +300,21 @@ class Listener:
         return out
 
     def __iter__(self) -> Iterator[Item]:
-        """Events as they come. Blocks in ``recv`` while none are flowing;
-        while they are, lingers (see ``linger``) so one wakeup takes many.
+        """Events as they come. Blocks while none are queued; after each
+        batch, lingers (see ``linger``) so one wakeup takes many.
         Breaking out loses nothing: the next read or iteration goes on."""
         pending = self._pending
-        busy_until = 0.0
         while True:
             if not pending:
                 self._drain(pending, wait=False)
             if not pending:
-                if self.linger and time.monotonic() < busy_until:
-                    time.sleep(self.linger)
-                    busy_until = 0.0
-                    continue
                 self._drain(pending, wait=True)
-            if self.linger:
-                busy_until = time.monotonic() + self.linger
+                continue  # what woke us may all be filtered out
             while pending:
                 yield pending.popleft()
+            if self.linger:
+                # Events are flowing: let more queue up before the next read.
+                time.sleep(self.linger)
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self.aiter()
@@ -330,19 +327,14 @@ class Listener:
         loop = asyncio.get_running_loop()
         fd = self.fileno()
         pending = self._pending
-        busy_until = 0.0
         while True:
             if not pending:
                 self._drain(pending, wait=False)
             if pending:
-                if self.linger:
-                    busy_until = time.monotonic() + self.linger
                 while pending:
                     yield pending.popleft()
-                continue
-            if self.linger and time.monotonic() < busy_until:
-                busy_until = 0.0
-                await asyncio.sleep(self.linger)
+                if self.linger:
+                    await asyncio.sleep(self.linger)
                 continue
             ready = loop.create_future()
 
@@ -459,6 +451,11 @@ class Listener:
                 if n > 0:
                     received += n
                     self._take_batch(batch, n, out)
+                    if n < batch.vlen:
+                        # The kernel stopped short: the queue was empty (or an
+                        # error such as ENOBUFS waits for the next call).
+                        self._drained(out)
+                        break
                     continue
                 err = -n
             else:
