@@ -88,6 +88,9 @@ _BATCH: Final = 1024
 # long wait: its reply is queued, or there is none.
 _PROBE_TIMEOUT: Final = 0.25
 _U32: Final = 0xFFFFFFFF
+# Plain ints: the socket module's are IntFlag members, whose & runs in Python.
+_MSG_TRUNC: Final = int(socket.MSG_TRUNC)
+_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _NO_CPU: Final = 0xFFFFFFFF  # proc_event.cpu of a reply before Linux 6.6
 
 
@@ -153,7 +156,7 @@ Item = Event | Loss
 def _new_batch() -> Batch | None:
     """recvmmsg() slots, or None where libc lacks recvmmsg()."""
     try:
-        return Batch(_VLEN, _RECV_SIZE)
+        return Batch(_VLEN, _RECV_SIZE, KERNEL_EVENT_SIZE)
     except OSError:
         return None
 
@@ -443,7 +446,7 @@ class Listener:
         sock = self._socket()
         if wait:
             self._poller.poll()  # retried on EINTR after the signal handlers ran (PEP 475)
-        batch, fd, dontwait = self._batch, sock.fileno(), socket.MSG_DONTWAIT
+        batch, fd, dontwait = self._batch, sock.fileno(), _MSG_DONTWAIT
         received, start = 0, len(out)
         while received < _BATCH:
             if batch is not None:
@@ -534,7 +537,7 @@ class Listener:
         are read in place; anything else goes through ``_take``, in order."""
         track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
         kinds = self.events or 0
-        one, size, view, trunc = _parse_kernel_event, KERNEL_EVENT_SIZE, batch.view, socket.MSG_TRUNC
+        one, size, view, trunc = _parse_kernel_event, KERNEL_EVENT_SIZE, batch.view, _MSG_TRUNC
         received = filtered = 0
         try:
             for (msg_flags, length), (sender,), offset in batch.frames(n):

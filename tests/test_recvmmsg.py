@@ -66,7 +66,7 @@ def test_a_batch_takes_many_datagrams_and_flags_truncation(pair: tuple[socket.so
     sent = [b"a" * 16, b"b" * 128, b"c" * 129, b"d" * 40]
     for data in sent:
         sender.sendto(data, to)
-    batch = Batch(3, 128)
+    batch = Batch(3, 128, 16)
     fd, port = receiver.fileno(), sender.getsockname()[0]
 
     assert batch.receive(fd, socket.MSG_DONTWAIT) == 3
@@ -86,6 +86,43 @@ def test_a_batch_takes_many_datagrams_and_flags_truncation(pair: tuple[socket.so
     assert batch.receive(fd, socket.MSG_DONTWAIT) == -errno.EAGAIN
 
 
+def by_ctypes(batch: Batch, n: int) -> list[tuple[tuple[int, int], tuple[int], int]]:
+    """What frames() must say, read field by field through the ctypes layouts."""
+    msgs, names = batch._msgs, batch._names
+    return [((msgs[i].msg_hdr.msg_flags, msgs[i].msg_len), (names[i].nl_pid,), i * batch.size) for i in range(n)]
+
+
+@root
+@pytest.mark.parametrize(
+    "lengths",
+    [[16, 16, 16], [16, 16, 17], [17, 16, 16], [16, 200, 16], [16], [200, 200]],
+    ids=["uniform", "last-differs", "first-differs", "truncated", "one", "all-truncated"],
+)
+def test_frames_agree_with_the_layouts(pair: tuple[socket.socket, socket.socket], lengths: list[int]) -> None:
+    sender, receiver = pair
+    for length in lengths:
+        sender.sendto(bytes(length), (receiver.getsockname()[0], 0))
+    batch = Batch(4, 128, 16)
+    n = batch.receive(receiver.fileno(), socket.MSG_DONTWAIT)
+    assert n == len(lengths)
+    assert list(batch.frames(n)) == by_ctypes(batch, n)
+
+
+@root
+def test_frames_tell_senders_apart(pair: tuple[socket.socket, socket.socket]) -> None:
+    sender, receiver = pair
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR) as third:
+        third.bind((0, 0))
+        to = (receiver.getsockname()[0], 0)
+        sender.sendto(bytes(16), to)
+        third.sendto(bytes(16), to)
+        batch = Batch(4, 128, 16)
+        assert batch.receive(receiver.fileno(), socket.MSG_DONTWAIT) == 2
+        frames = list(batch.frames(2))
+        assert frames == by_ctypes(batch, 2)
+        assert [who for _, (who,), _ in frames] == [sender.getsockname()[0], third.getsockname()[0]]
+
+
 @root
 def test_a_listener_falls_back_when_recvmmsg_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # A seccomp filter may answer ENOSYS; the listener goes on with recvfrom().
@@ -102,6 +139,6 @@ def test_a_listener_falls_back_when_recvmmsg_is_refused(monkeypatch: pytest.Monk
 def test_no_recvmmsg_in_libc_means_recvfrom(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_recvmmsg, "_RECVMMSG", None)
     with pytest.raises(OSError, match="recvmmsg") as info:
-        Batch(4, 64)
+        Batch(4, 64, 16)
     assert info.value.errno == errno.ENOSYS
     assert listener_module._new_batch() is None
