@@ -557,22 +557,47 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 _new: Final = tuple.__new__  # an event from the tuple of its fields
 
 
-def _make_parsers() -> tuple[Callable[[Buffer], list[Event]], Callable[[Buffer, int], ProcessEvent | None]]:
-    # The fast path reads everything it needs from closure cells, not globals.
-    size, full = _PE + ctypes.sizeof(proc_event), ctypes.sizeof(proc_event)
-    guard = _GUARD.unpack_from
-    whole = struct.Struct(f"{_GUARD.format}{size - _GUARD.size}x").unpack  # the guard, over a whole datagram
-    # What the guard reads from the message the kernel sends.
-    reference = bytearray(size)
-    _NLMSGHDR.pack_into(reference, 0, size, NLMSG_DONE, 0, 0, 0)
-    _CN_MSG.pack_into(reference, _CN, CN_IDX_PROC, CN_VAL_PROC, 0, 0, full, 0)
-    nl_head, cn_id, cn_len, _ = guard(reference)
-    # what -> (the kind's unpack, its class), for the kinds made of integers.
-    fast: dict[int, tuple[Callable[..., tuple[Any, ...]], type[ProcessEvent]]] = {
+#: The length of a datagram as the kernel sends it: one NLMSG_DONE message
+#: whose cn_msg carries one struct proc_event.
+KERNEL_EVENT_SIZE: Final = _PE + ctypes.sizeof(proc_event)
+
+_Reader: TypeAlias = Callable[..., tuple[Any, ...]]  # a Struct's unpack_from
+
+
+class _KernelEvent(NamedTuple):
+    """What a fast path needs to read a message shaped as the kernel sends
+    them: ``guard`` reads ``(head, ident, length, what)`` and a kernel event
+    gives ``expected`` for the first three (nlmsg_len/type/flags, cn_msg.id,
+    cn_msg.len/flags); ``kinds`` maps ``what`` to the kind's unpack_from and
+    class, for the kinds made of integers (not comm, not the reply)."""
+
+    guard: _Reader
+    expected: tuple[int, int, int]
+    kinds: dict[int, tuple[_Reader, type[ProcessEvent]]]
+
+
+def _kernel_event() -> _KernelEvent:
+    reference = bytearray(KERNEL_EVENT_SIZE)  # what the guard reads from a kernel event
+    _NLMSGHDR.pack_into(reference, 0, KERNEL_EVENT_SIZE, NLMSG_DONE, 0, 0, 0)
+    _CN_MSG.pack_into(reference, _CN, CN_IDX_PROC, CN_VAL_PROC, 0, 0, ctypes.sizeof(proc_event), 0)
+    head, ident, length, _ = _GUARD.unpack_from(reference)
+    kinds: dict[int, tuple[_Reader, type[ProcessEvent]]] = {
         what: (k.full.unpack_from, k.cls)  # type: ignore[misc]  # AckEvent is left out
         for what, k in _KINDS.items()
         if not k.comm and k.cls is not AckEvent
     }
+    return _KernelEvent(_GUARD.unpack_from, (head, ident, length), kinds)
+
+
+_KERNEL: Final = _kernel_event()
+
+
+def _make_parse_events() -> Callable[[Buffer], list[Event]]:
+    # The fast path reads everything it needs from closure cells, not globals.
+    whole = struct.Struct(
+        f"{_GUARD.format}{KERNEL_EVENT_SIZE - _GUARD.size}x"
+    ).unpack  # the guard, over a whole datagram
+    (nl_head, cn_id, cn_len), fast = _KERNEL.expected, _KERNEL.kinds
     comm_what, comm_read = PROC_EVENT_COMM, _KINDS[PROC_EVENT_COMM].full.unpack_from
     comms, decode, new, slow = _COMMS.get, _decode_comm, _new, _parse_all
 
@@ -607,26 +632,8 @@ def _make_parsers() -> tuple[Callable[[Buffer], list[Event]], Callable[[Buffer, 
                 return [new(CommEvent, (seq, cpu, ts, pid, tgid, comms(raw) or decode(raw)))]
         return slow(data)
 
-    def parse_kernel_event(buf: Buffer, offset: int) -> ProcessEvent | None:
-        """The process event at ``buf[offset:offset + KERNEL_EVENT_SIZE]``
-        when that is one datagram shaped as the kernel sends them, else None
-        (then ``parse_events`` must read the datagram). For a reader with
-        many datagrams in one buffer: no slice per datagram. The same checks
-        as the fast path above."""
-        head, ident, length, what = guard(buf, offset)
-        if head == nl_head and ident == cn_id and length == cn_len:
-            kind = fast.get(what)
-            if kind is not None:
-                read, cls = kind
-                event: ProcessEvent = new(cls, read(buf, offset))
-                return event
-            if what == comm_what:
-                seq, cpu, ts, pid, tgid, raw = comm_read(buf, offset)
-                return new(CommEvent, (seq, cpu, ts, pid, tgid, comms(raw) or decode(raw)))
-        return None
-
     parse_events.__qualname__ = "parse_events"
-    return parse_events, parse_kernel_event
+    return parse_events
 
 
 def _parse_all(data: Buffer) -> list[Event]:
@@ -693,11 +700,7 @@ def _parse_cn_msg(data: Buffer, off: int, nl_len: int) -> Event:
     return event
 
 
-parse_events, _parse_kernel_event = _make_parsers()
-
-#: The length of a datagram as the kernel sends it: one NLMSG_DONE message
-#: whose cn_msg carries one struct proc_event.
-KERNEL_EVENT_SIZE: Final = _PE + ctypes.sizeof(proc_event)
+parse_events: Final = _make_parse_events()
 
 
 # --- Encoders --------------------------------------------------------------

@@ -44,6 +44,7 @@ from kstructs._recvmmsg import Batch
 from kstructs.cn_proc import PROC_EVENT_ALL, EventKind, valid_event
 from kstructs.connector import CN_IDX_PROC, CONNECTOR_MAX_MSG_SIZE, cn_msg
 from kstructs.events import (
+    _KERNEL,
     KERNEL_EVENT_SIZE,
     PROCESS_EVENTS,
     AckEvent,
@@ -53,7 +54,7 @@ from kstructs.events import (
     NetlinkError,
     Overrun,
     ParseError,
-    _parse_kernel_event,
+    ProcessEvent,
     encode_ignore,
     encode_listen,
     event_matches,
@@ -534,31 +535,38 @@ class Listener:
 
     def _take_batch(self, batch: Batch, n: int, out: MutableSequence[Item]) -> None:
         """``_take`` for ``n`` datagrams received by ``batch``. Kernel events
-        are read in place; anything else goes through ``_take``, in order."""
+        of the kinds made of integers are read in place, by the parser's own
+        guard and readers; anything else goes through ``_take``, in order."""
+        # The user-space filter stays on under a kernel filter: events queued
+        # before the kernel narrowed it still pass through here.
         track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
         kinds = self.events or 0
-        one, size, view, trunc = _parse_kernel_event, KERNEL_EVENT_SIZE, batch.view, _MSG_TRUNC
-        received = filtered = 0
+        guard, (nl_head, cn_id, cn_len), readers = _KERNEL
+        size, view, trunc, new = KERNEL_EVENT_SIZE, batch.view, _MSG_TRUNC, tuple.__new__
+        slow = 0
+        filtered = 0
         try:
             for (msg_flags, length), (sender,), offset in batch.frames(n):
-                if length == size and not sender and not msg_flags & trunc:
-                    ev = one(view, offset)
-                    if ev is not None:
-                        received += 1
+                if length == size and not sender:
+                    head, ident, cn, what = guard(view, offset)
+                    if head == nl_head and ident == cn_id and cn == cn_len and what in readers:
+                        read, cls = readers[what]
+                        ev: ProcessEvent = new(cls, read(view, offset))
                         if track:
                             seq, cpu = ev.seq, ev.cpu
                             if seq - last_seq.get(cpu, seq - 1) != 1:
                                 self._check_seq(out, cpu, seq)
                             last_seq[cpu] = seq
-                        if passing is not None and type(ev) not in passing and not event_matches(ev, kinds):
+                        if passing is not None and cls not in passing and not event_matches(ev, kinds):
                             filtered += 1
                         else:
                             append(ev)
                         continue
+                slow += 1
                 data = view[offset : offset + length]
                 self._take(((sender, bool(msg_flags & trunc), data),), out)
         finally:
-            self.stats.received += received
+            self.stats.received += n - slow  # _take counts its own
             self.stats.filtered += filtered
 
     def _check_seq(self, out: MutableSequence[Item], cpu: int, seq: int) -> None:

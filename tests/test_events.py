@@ -18,6 +18,7 @@ from kstructs import cn_proc, connector, netlink
 from kstructs.cn_proc import EventKind, proc_event
 from kstructs.connector import cn_msg
 from kstructs.events import (
+    _KERNEL,
     PROCESS_EVENTS,
     AckEvent,
     CommEvent,
@@ -136,6 +137,20 @@ def test_each_kind_decodes_every_field(data: bytes, expected: Event) -> None:
 def test_general_path_agrees_with_fast_path(data: bytes, expected: Event) -> None:
     # A trailing NLMSG_NOOP sends the datagram down the message-by-message path.
     assert parse_events(data + noop()) == [expected]
+
+
+@pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
+def test_in_place_reader_agrees_with_parse_events(data: bytes, expected: Event) -> None:
+    # What the listener does with a batch: read a datagram where it sits in a
+    # larger buffer. Kinds it does not take (comm, the reply) go to parse_events.
+    buffer = bytes(100) + data + bytes(50)
+    head, ident, length, what = _KERNEL.guard(buffer, 100)
+    assert (head, ident, length) == _KERNEL.expected
+    if what in _KERNEL.kinds:
+        read, cls = _KERNEL.kinds[what]
+        assert tuple.__new__(cls, read(buffer, 100)) == expected
+    else:
+        assert type(expected) in (CommEvent, AckEvent)
 
 
 def test_a_captured_kernel_datagram() -> None:
