@@ -23,7 +23,7 @@ from types import FrameType
 from kstructs import cli
 from kstructs.cn_proc import EventKind
 from kstructs.events import PROCESS_EVENTS, KstructsError
-from kstructs.listener import DEFAULT_LINGER, Item, Listener, ListenerStats, Loss
+from kstructs.listener import Item, Listener, ListenerStats, Loss
 
 #: --events names: the CLI's event names, each the kernel's PROC_EVENT_* bit.
 KINDS = {name: EventKind(cls.what) for name, cls in PROCESS_EVENTS.items()}
@@ -209,7 +209,9 @@ def _loop(
                 break
             # Events are flowing: let more queue up, so one wakeup takes many
             # (a signal still ends the wait at once).
-            wake_only.poll(DEFAULT_LINGER * 1000)
+            pause = listener.pause_after(len(items))
+            if pause:
+                wake_only.poll(pause * 1000)
             continue
         if deadline is not None and now >= deadline:
             break

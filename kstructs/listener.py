@@ -67,14 +67,17 @@ SO_RCVBUFFORCE: Final = getattr(
     socket, "SO_RCVBUFFORCE", 0x100B if platform.machine().startswith(("alpha", "parisc", "sparc")) else 33
 )
 
-#: Receive buffer asked for by default. One event costs the queue about 768
+#: Receive buffer asked for by default. One event costs the queue about 800
 #: bytes (the skb's truesize), and the kernel doubles the request: 16 MiB of
 #: queue holds some 20 000 events, over half a second of a fork storm.
 DEFAULT_RCVBUF: Final = 8 << 20
 
 #: How long the iterators wait for more events after handing out a batch
 #: (seconds): the most it delays an event.
-DEFAULT_LINGER: Final = 0.001
+DEFAULT_LINGER: Final = 0.004
+
+# What one event costs the receive queue, rounded up: to tell how many fit.
+_QUEUED_EVENT_BYTES: Final = 1024
 
 # Room for the largest datagram the connector sends: one message of
 # CONNECTOR_MAX_MSG_SIZE bytes of payload. A longer one (from a foreign
@@ -174,7 +177,8 @@ class Listener:
     returned, the iterators wait that many seconds before reading again, so
     that under a storm one wakeup takes many events (a wakeup costs more CPU
     than an event). It delays an event by at most ``linger``; 0 reads again
-    at once.
+    at once, and so does a read that took a quarter of what the receive
+    buffer holds (``pause_after``).
     """
 
     def __init__(
@@ -201,6 +205,7 @@ class Listener:
         self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._poller = select.poll()
+        self._linger_below = 1  # see pause_after(); set with the receive buffer
         # Received, not yet handed out: what a consumer that stopped
         # iterating left, and what arrived while waiting for a reply.
         self._pending: deque[Item] = deque()
@@ -314,11 +319,18 @@ class Listener:
             if not pending:
                 self._drain(pending, wait=True)
                 continue  # what woke us may all be filtered out
+            pause = self.pause_after(len(pending))
             while pending:
                 yield pending.popleft()
-            if self.linger:
+            if pause:
                 # Events are flowing: let more queue up before the next read.
-                time.sleep(self.linger)
+                time.sleep(pause)
+
+    def pause_after(self, count: int) -> float:
+        """How long to wait before reading again after a read that gave
+        ``count`` items: ``linger``, or 0 once a read takes a quarter of what
+        the receive buffer holds (waiting then would risk an overflow)."""
+        return self.linger if count < self._linger_below else 0.0
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self.aiter()
@@ -335,10 +347,11 @@ class Listener:
             if not pending:
                 self._drain(pending, wait=False)
             if pending:
+                pause = self.pause_after(len(pending))
                 while pending:
                     yield pending.popleft()
-                if self.linger:
-                    await asyncio.sleep(self.linger)
+                if pause:
+                    await asyncio.sleep(pause)
                 continue
             ready = loop.create_future()
 
@@ -369,6 +382,7 @@ class Listener:
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         self.stats.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self._linger_below = max(1, self.stats.rcvbuf // (4 * _QUEUED_EVENT_BYTES))
 
     def _send(self, message: bytes) -> None:
         try:

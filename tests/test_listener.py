@@ -505,3 +505,16 @@ def test_loss_values() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+@root
+def test_no_lingering_once_a_read_fills_a_quarter_of_the_buffer() -> None:
+    with Listener(rcvbuf=8192, linger=0.004) as small:
+        # The kernel doubles the request; an event costs the queue about 800 bytes.
+        fits = small.stats.rcvbuf // 800
+        assert small.pause_after(1) == 0.004
+        assert small.pause_after(fits // 4) == 0.0
+    with Listener(linger=0.004) as big:
+        assert big.pause_after(1000) == 0.004
+    with Listener(linger=0) as never:
+        assert never.pause_after(1) == 0
