@@ -469,11 +469,6 @@ class Listener:
                 if n > 0:
                     received += n
                     self._take_batch(batch, n, out)
-                    if n < batch.vlen:
-                        # The kernel stopped short: the queue was empty (or an
-                        # error such as ENOBUFS waits for the next call).
-                        self._drained(out)
-                        break
                     continue
                 err = -n
             else:
