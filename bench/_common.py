@@ -478,8 +478,9 @@ _PYROUTE2 = textwrap.dedent(
         sock.control(True)
         return sock, sock.fileno()  # fileno() too raises once the socket has failed
 
-    forks = collections.Counter()
-    exits = []
+    # Like the kstructs watcher: keep what arrives, count after the run.
+    kept = []
+    keep = kept.extend
     reopened = 0
     try:
         sock, fd = subscribe()
@@ -502,14 +503,11 @@ _PYROUTE2 = textwrap.dedent(
                 sock, fd = subscribe()
                 reopened += 1
                 continue
-            for msg in msgs:
-                what = msg.get("what")
-                if what == 0x1:
-                    forks[msg.get("parent_tgid")] += 1
-                elif what == 0x80000000:
-                    exits.append(msg.get("process_pid"))
+            keep(msgs)
     except KeyboardInterrupt:
         pass
+    forks = collections.Counter(m.get("parent_tgid") for m in kept if m.get("what") == 0x1)
+    exits = [m.get("process_pid") for m in kept if m.get("what") == 0x80000000]
     with open(sys.argv[1], "w") as f:
         json.dump({"forks": forks, "exits": exits, "stats": {"reopened": reopened}}, f)
     """

@@ -7,7 +7,7 @@ of fork, exec, comm and exit, as the kernel sends them: one event per
 datagram -- go through three decoders, one datagram per call, as a reader
 that does one recv per datagram would call them:
 
-- ``kstructs.events.parse_events(data)``: frozen event dataclasses;
+- ``kstructs.events.parse_events(data)``: typed event values (named tuples);
 - a plain ``struct.unpack`` decoder (below): precompiled ``struct.Struct``s,
   checks the netlink type and connector id, returns one dict per event with
   the same keys and values as kstructs' ``to_dict()``;

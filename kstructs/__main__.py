@@ -209,7 +209,7 @@ def _loop(
                 break
             # Events are flowing: let more queue up, so one wakeup takes many
             # (a signal still ends the wait at once).
-            pause = listener.pause_after(len(items))
+            pause = listener.pause()
             if pause:
                 wake_only.poll(pause * 1000)
             continue

@@ -89,7 +89,7 @@ class Batch:
         self._recvmmsg = _RECVMMSG
         # Anonymous memory: the kernel gives pages as they are first written,
         # so slots sized for the largest datagram cost little.
-        self._memory = mmap.mmap(-1, vlen * size)
+        self._memory = mmap.mmap(-1, vlen * size, flags=mmap.MAP_PRIVATE)  # not shared with a forked child
         self._data = (ctypes.c_char * (vlen * size)).from_buffer(self._memory)
         self._names = (sockaddr_nl * vlen)()
         self._iov = (iovec * vlen)()

@@ -107,10 +107,14 @@ class _Value(tuple[Any, ...]):
         return {"event": self.event, **dict(zip(fields, self, strict=True))}
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and tuple.__eq__(self, other)
+        if type(self) is type(other):
+            return tuple.__eq__(self, other)
+        # Another kind, or a plain tuple: not equal. Anything else decides.
+        return False if isinstance(other, tuple) else NotImplemented
 
     def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(self)))
@@ -438,7 +442,6 @@ _NLMSGERR_ERROR: Final = _struct(0, [_member(nlmsgerr, "error")])
 _NLMSG_SEQ: Final = _struct(0, [_nl("nlmsg_seq")])
 _NLMSGHDR: Final = _struct(0, [_nl(f) for f in ("nlmsg_len", "nlmsg_type", "nlmsg_flags", "nlmsg_seq", "nlmsg_pid")])
 _CN_MSG: Final = _struct(0, [_member(cn_msg, f) for f in ("id.idx", "id.val", "seq", "ack", "len", "flags")])
-_EVENT_DATA_SIZE: Final = ctypes.sizeof(proc_event) - _PE_HEADER
 
 
 def _span(first: tuple[int, _CType], last: tuple[int, _CType]) -> tuple[int, _CType]:
@@ -485,7 +488,7 @@ class _Kind:
     in their order (the datagram's), from the start of a message; ``short``,
     the same without the fields a kernel before 4.18 does not send."""
 
-    __slots__ = ("body", "cls", "comm", "full", "minimum", "missing", "name", "short")
+    __slots__ = ("cls", "comm", "full", "minimum", "missing", "name", "short")
 
     def __init__(
         self,
@@ -507,7 +510,6 @@ class _Kind:
             raise AssertionError(f"{cls.__name__} fields {names} do not follow {prefix} {paths}")
         self.cls = cls
         self.name = _KIND_NAMES[cls.what]  # PROC_EVENT_FORK, for messages
-        self.body = names[len(head) :]  # the event_data fields, for encoding
         self.full = _struct(0, head + body)
         # Fields added to a member later (exit and coredump parents, Linux
         # 4.18) are optional: an older kernel sends a shorter cn_msg.len.

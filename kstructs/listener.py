@@ -1,4 +1,4 @@
-"""A process-events listener: a netlink socket, ``recv``, then ``parse_events``.
+"""A process-events listener: a netlink socket, ``recvmmsg()``, then the parser.
 
 ``Listener`` binds the ``CN_IDX_PROC`` group of ``NETLINK_CONNECTOR``,
 subscribes, and confirms the subscription by the kernel's reply. Then it
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import platform
 import select
@@ -177,8 +178,8 @@ class Listener:
     returned, the iterators wait that many seconds before reading again, so
     that under a storm one wakeup takes many events (a wakeup costs more CPU
     than an event). It delays an event by at most ``linger``; 0 reads again
-    at once, and so does a read that took a quarter of what the receive
-    buffer holds (``pause_after``).
+    at once. Under a storm too fast for the receive buffer the wait is
+    shorter (``pause_after``).
     """
 
     def __init__(
@@ -205,7 +206,14 @@ class Listener:
         self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._poller = select.poll()
-        self._linger_below = 1  # see pause_after(); set with the receive buffer
+        # For pause(): events a quarter of the receive buffer holds, what the
+        # last read took and whether it left some queued, when pause() ran.
+        self._room = 0.0
+        self._last_drain = 0
+        self._backlog = False
+        self._last_pause = 0.0
+        # A batch an exception interrupted: (datagrams in it, the next one).
+        self._resume: tuple[int, int] | None = None
         # Received, not yet handed out: what a consumer that stopped
         # iterating left, and what arrived while waiting for a reply.
         self._pending: deque[Item] = deque()
@@ -278,6 +286,7 @@ class Listener:
         """Send ``PROC_CN_MCAST_IGNORE`` (once, if a LISTEN went out) and close the socket."""
         sock, self._sock = self._sock, None
         self._closed = True
+        self._batch = None  # its buffers go with the last reference
         if sock is None:
             return
         try:
@@ -319,18 +328,24 @@ class Listener:
             if not pending:
                 self._drain(pending, wait=True)
                 continue  # what woke us may all be filtered out
-            pause = self.pause_after(len(pending))
+            pause = self.pause()
             while pending:
                 yield pending.popleft()
             if pause:
                 # Events are flowing: let more queue up before the next read.
                 time.sleep(pause)
 
-    def pause_after(self, count: int) -> float:
-        """How long to wait before reading again after a read that gave
-        ``count`` items: ``linger``, or 0 once a read takes a quarter of what
-        the receive buffer holds (waiting then would risk an overflow)."""
-        return self.linger if count < self._linger_below else 0.0
+    def pause(self) -> float:
+        """How long to wait before the next read, after a read that returned
+        events: ``linger``; 0 when the read left datagrams queued; less when
+        they come so fast that waiting ``linger`` would fill more than a
+        quarter of the receive buffer (the rate: the datagrams the last read
+        took, over the time since the last call)."""
+        now = time.monotonic()
+        elapsed, self._last_pause = now - self._last_pause, now
+        if self._backlog or not self.linger:
+            return 0.0
+        return min(self.linger, self._room * elapsed / max(self._last_drain, 1))
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self.aiter()
@@ -347,7 +362,7 @@ class Listener:
             if not pending:
                 self._drain(pending, wait=False)
             if pending:
-                pause = self.pause_after(len(pending))
+                pause = self.pause()
                 while pending:
                     yield pending.popleft()
                 if pause:
@@ -382,7 +397,7 @@ class Listener:
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         self.stats.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        self._linger_below = max(1, self.stats.rcvbuf // (4 * _QUEUED_EVENT_BYTES))
+        self._room = self.stats.rcvbuf / (4 * _QUEUED_EVENT_BYTES)  # events a quarter of it holds
 
     def _send(self, message: bytes) -> None:
         try:
@@ -420,9 +435,6 @@ class Listener:
         self._ack = None
         self._listening = True
         self._send(encode_listen(events, seq=self._next_seq(), ack=self.port_id, port_id=self.port_id))
-        sock = self._socket()
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
         deadline = time.monotonic() + timeout
         try:
             while self._ack is None:
@@ -430,7 +442,7 @@ class Listener:
                 remaining = deadline - time.monotonic()
                 if self._ack is not None or remaining <= 0:
                     break
-                poller.poll(remaining * 1000)
+                self._poller.poll(remaining * 1000)
         finally:
             self._want_ack = None
         ack = self._ack
@@ -453,44 +465,55 @@ class Listener:
         into ``out``; with ``wait``, block until the first arrives.
 
         The hot loop of the listener: one recvmmsg() per batch of datagrams
-        (one recvfrom() each where libc lacks it), then ``_take``. The queue
-        is known empty when a call finds nothing (EAGAIN), not when a batch
-        comes back short: the kernel may be holding an ENOBUFS for the next
-        call.
+        (one recvfrom() each where libc lacks it), then ``_take_batch``. The
+        queue is known empty when a call finds nothing (EAGAIN), not when a
+        batch comes back short: the kernel may be holding an ENOBUFS for the
+        next call.
         """
         sock = self._socket()
         if wait:
             self._poller.poll()  # retried on EINTR after the signal handlers ran (PEP 475)
         batch, fd, dontwait = self._batch, sock.fileno(), _MSG_DONTWAIT
         received, start = 0, len(out)
-        while received < _BATCH:
-            if batch is not None:
-                n = batch.receive(fd, dontwait)
-                if n > 0:
-                    received += n
-                    self._take_batch(batch, n, out)
-                    continue
-                err = -n
-            else:
-                try:
-                    length, (sender, _groups) = sock.recvfrom_into(self._buf, 0, dontwait)
-                except OSError as e:
-                    err = e.errno or 0
+        self._backlog = True  # until a call finds the queue empty
+        try:
+            if self._resume is not None and batch is not None:
+                (n, first), self._resume = self._resume, None
+                self._take_batch(batch, n, out, first)
+            while received < _BATCH:
+                if batch is not None:
+                    n = batch.receive(fd, dontwait)
+                    if n > 0:
+                        received += n
+                        self._take_batch(batch, n, out)
+                        continue
+                    err = -n
                 else:
-                    received += 1
-                    self._take(((sender, False, self._view[:length]),), out)
-                    continue
-            if err in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self._drained(out)
-                break
-            if err == errno.ENOBUFS:
-                self._enobufs(out)
-            elif err == errno.ENOSYS and batch is not None:  # recvmmsg() refused (a seccomp filter)
-                self._single()
-                batch = None
-            elif err != errno.EINTR:
-                raise OSError(err, os.strerror(err))
-        self.stats.events += len(out) - start
+                    try:
+                        # MSG_TRUNC: the datagram's real length, to tell a truncated one.
+                        length, (sender, _groups) = sock.recvfrom_into(self._buf, 0, dontwait | _MSG_TRUNC)
+                    except OSError as e:
+                        err = e.errno or errno.EIO
+                    else:
+                        received += 1
+                        data = self._view[: min(length, _RECV_SIZE)]
+                        self._take(((sender, length > _RECV_SIZE, data),), out)
+                        continue
+                if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    self._backlog = False
+                    self._drained(out)
+                    break
+                if err == errno.ENOBUFS:
+                    self._enobufs(out)
+                elif err in (errno.ENOSYS, errno.EPERM) and batch is not None:
+                    # recvmmsg() refused: a seccomp filter answers ENOSYS or EPERM.
+                    self._single()
+                    batch = None
+                elif err != errno.EINTR:
+                    raise OSError(err, os.strerror(err))
+        finally:
+            self._last_drain = received
+            self.stats.events += len(out) - start
 
     def _single(self) -> None:
         """Receive one datagram per recvfrom() from now on."""
@@ -542,25 +565,31 @@ class Listener:
             stats.rejected += foreign + malformed
             stats.filtered += filtered
 
-    def _take_batch(self, batch: Batch, n: int, out: MutableSequence[Item]) -> None:
-        """``_take`` for ``n`` datagrams received by ``batch``. Kernel events
-        of the kinds made of integers are read in place, by the parser's own
-        guard and readers; anything else goes through ``_take``, in order."""
+    def _take_batch(self, batch: Batch, n: int, out: MutableSequence[Item], first: int = 0) -> None:
+        """``_take`` for datagrams ``first`` to ``n`` of those ``batch``
+        received. Kernel events of the kinds made of integers are read in
+        place, by the parser's own guard and readers; anything else goes
+        through ``_take``, in order. An exception (KeyboardInterrupt) leaves
+        the rest of the batch for the next read."""
         # The user-space filter stays on under a kernel filter: events queued
         # before the kernel narrowed it still pass through here.
         track, last_seq, passing, append = self._track, self._last_seq, self._pass, out.append
         kinds = self.events or 0
         guard, (nl_head, cn_id, cn_len), readers = _KERNEL
-        size, view, trunc, new = KERNEL_EVENT_SIZE, batch.view, _MSG_TRUNC, tuple.__new__
-        slow = 0
-        filtered = 0
+        size, view, trunc, new, stride = KERNEL_EVENT_SIZE, batch.view, _MSG_TRUNC, tuple.__new__, batch.size
+        frames = batch.frames(n)
+        if first:
+            frames = itertools.islice(frames, first, None)
+        offset = (first - 1) * stride  # the last frame handled
+        slow = filtered = 0
         try:
-            for (msg_flags, length), (sender,), offset in batch.frames(n):
+            for (msg_flags, length), (sender,), offset in frames:
                 if length == size and not sender:
                     head, ident, cn, what = guard(view, offset)
                     if head == nl_head and ident == cn_id and cn == cn_len and what in readers:
                         read, cls = readers[what]
                         ev: ProcessEvent = new(cls, read(view, offset))
+                        # As in _take:
                         if track:
                             seq, cpu = ev.seq, ev.cpu
                             if seq - last_seq.get(cpu, seq - 1) != 1:
@@ -574,8 +603,14 @@ class Listener:
                 slow += 1
                 data = view[offset : offset + length]
                 self._take(((sender, bool(msg_flags & trunc), data),), out)
+        except BaseException:
+            done = offset // stride + 1
+            if done < n:
+                self._resume = (n, done)
+            raise
         finally:
-            self.stats.received += n - slow  # _take counts its own
+            done = offset // stride + 1
+            self.stats.received += done - first - slow  # _take counts its own
             self.stats.filtered += filtered
 
     def _check_seq(self, out: MutableSequence[Item], cpu: int, seq: int) -> None:

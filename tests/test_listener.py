@@ -503,18 +503,53 @@ def test_loss_values() -> None:
     assert Loss(3, "seq-gap", 1).to_dict()["cpu"] == 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-v"]))
+@root
+def test_lingering_never_risks_the_receive_buffer() -> None:
+    def after_read(lst: Listener, datagrams: int, seconds: float, *, backlog: bool = False) -> float:
+        """pause() after a read of ``datagrams`` that came ``seconds`` after the last."""
+        lst._last_drain, lst._backlog = datagrams, backlog
+        lst._last_pause = time.monotonic() - seconds
+        return lst.pause()
+
+    with Listener(rcvbuf=8192, linger=0.004) as small:
+        # The kernel doubles the request; an event costs the queue about 800 bytes.
+        quarter = small.stats.rcvbuf / 800 / 4
+        assert after_read(small, 1, 0.010) == 0.004  # 100 events/s: a full linger is safe
+        # 100 events in 1 ms: wait only while a quarter of the buffer fills, or less.
+        assert 0 < after_read(small, 100, 0.001) <= quarter / 100_000 * 1.1
+        assert after_read(small, 1, 0.010, backlog=True) == 0  # the read left some queued
+    with Listener(linger=0.004) as big:
+        assert after_read(big, 100, 0.001) == 0.004  # 16 MiB holds seconds of that
+    with Listener(linger=0) as never:
+        assert after_read(never, 1, 0.010) == 0
 
 
 @root
-def test_no_lingering_once_a_read_fills_a_quarter_of_the_buffer() -> None:
-    with Listener(rcvbuf=8192, linger=0.004) as small:
-        # The kernel doubles the request; an event costs the queue about 800 bytes.
-        fits = small.stats.rcvbuf // 800
-        assert small.pause_after(1) == 0.004
-        assert small.pause_after(fits // 4) == 0.0
-    with Listener(linger=0.004) as big:
-        assert big.pause_after(1000) == 0.004
-    with Listener(linger=0) as never:
-        assert never.pause_after(1) == 0
+def test_an_interrupted_read_leaves_the_rest_of_its_batch() -> None:
+    class Interrupting(list[Item]):
+        """Raises KeyboardInterrupt on its second append, as a signal could."""
+
+        def append(self, item: Item) -> None:
+            if len(self) == 1:
+                raise KeyboardInterrupt
+            super().append(item)
+
+    with Listener(EventKind.EXIT) as lst:
+        procs = []
+        for _ in range(5):  # one after the other: their exits queue in this order
+            procs.append(subprocess.Popen(["true"]))
+            procs[-1].wait()
+        time.sleep(0.1)  # all five exits queued: one recvmmsg() takes them together
+        first = Interrupting()
+        with pytest.raises(KeyboardInterrupt):
+            lst._drain(first, wait=False)
+        rest: list[Item] = []
+        lst._drain(rest, wait=False)
+        pids = [p.pid for p in procs]
+        got = [e.process_pid for e in [*first, *rest] if isinstance(e, ExitEvent) and e.process_pid in pids]
+        # In order, none twice, and at most the one being appended lost.
+        assert got == [pid for pid in pids if pid in got] and len(got) >= len(pids) - 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))

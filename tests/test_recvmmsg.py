@@ -46,6 +46,11 @@ def test_libc_layouts_match_the_compiler() -> None:
     assert c["MSG_TRUNC"] == socket.MSG_TRUNC
 
 
+@pytest.mark.parametrize("cls", [iovec, msghdr, mmsghdr], ids=["iovec", "msghdr", "mmsghdr"])
+def test_annotations_follow_fields(cls: type[ctypes.Structure]) -> None:
+    assert list(cls.__annotations__) == [f[0] for f in cls._fields_]
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """Two connector sockets; the first sends to the second's port id
