@@ -179,7 +179,7 @@ class Listener:
     that under a storm one wakeup takes many events (a wakeup costs more CPU
     than an event). It delays an event by at most ``linger``; 0 reads again
     at once. Under a storm too fast for the receive buffer the wait is
-    shorter (``pause_after``).
+    shorter (``pause``).
     """
 
     def __init__(
@@ -194,6 +194,8 @@ class Listener:
         self.events: int | None = None if mask == PROC_EVENT_ALL else mask
         self.rcvbuf = DEFAULT_RCVBUF if rcvbuf is None else rcvbuf
         self.ack_timeout = ack_timeout
+        if not linger >= 0:
+            raise ValueError(f"linger must be a non-negative number of seconds: {linger!r}")
         self.linger = linger
         self.stats = ListenerStats()
         self.port_id = 0  # the socket's netlink port id, once open
@@ -209,7 +211,7 @@ class Listener:
         # For pause(): events a quarter of the receive buffer holds, what the
         # last read took and whether it left some queued, when pause() ran.
         self._room = 0.0
-        self._last_drain = 0
+        self._since_pause = 0
         self._backlog = False
         self._last_pause = 0.0
         # A batch an exception interrupted: (datagrams in it, the next one).
@@ -287,6 +289,7 @@ class Listener:
         sock, self._sock = self._sock, None
         self._closed = True
         self._batch = None  # its buffers go with the last reference
+        self._resume = None
         if sock is None:
             return
         try:
@@ -314,7 +317,11 @@ class Listener:
         """What has arrived, without blocking: ``[]`` when nothing has."""
         out = list(self._pending)
         self._pending.clear()
-        self._drain(out, wait=False)
+        try:
+            self._drain(out, wait=False)
+        except BaseException:
+            self._pending.extendleft(reversed(out))  # nothing taken is lost
+            raise
         return out
 
     def __iter__(self) -> Iterator[Item]:
@@ -339,13 +346,16 @@ class Listener:
         """How long to wait before the next read, after a read that returned
         events: ``linger``; 0 when the read left datagrams queued; less when
         they come so fast that waiting ``linger`` would fill more than a
-        quarter of the receive buffer (the rate: the datagrams the last read
-        took, over the time since the last call)."""
+        quarter of the receive buffer (the rate: the datagrams read since the
+        last call, over the time since then); 0 rather than under 1 ms."""
         now = time.monotonic()
         elapsed, self._last_pause = now - self._last_pause, now
+        count, self._since_pause = self._since_pause, 0
         if self._backlog or not self.linger:
             return 0.0
-        return min(self.linger, self._room * elapsed / max(self._last_drain, 1))
+        pause = min(self.linger, self._room * elapsed / max(count, 1))
+        # poll() and asyncio wait whole milliseconds: a shorter pause would be longer.
+        return pause if pause >= 0.001 else 0.0
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self.aiter()
@@ -471,19 +481,20 @@ class Listener:
         next call.
         """
         sock = self._socket()
-        if wait:
+        if wait and self._resume is None:
             self._poller.poll()  # retried on EINTR after the signal handlers ran (PEP 475)
         batch, fd, dontwait = self._batch, sock.fileno(), _MSG_DONTWAIT
         received, start = 0, len(out)
         self._backlog = True  # until a call finds the queue empty
         try:
             if self._resume is not None and batch is not None:
-                (n, first), self._resume = self._resume, None
+                n, first = self._resume
                 self._take_batch(batch, n, out, first)
             while received < _BATCH:
                 if batch is not None:
                     n = batch.receive(fd, dontwait)
                     if n > 0:
+                        self._resume = (n, 0)  # until _take_batch is through
                         received += n
                         self._take_batch(batch, n, out)
                         continue
@@ -512,12 +523,13 @@ class Listener:
                 elif err != errno.EINTR:
                     raise OSError(err, os.strerror(err))
         finally:
-            self._last_drain = received
+            self._since_pause += received
             self.stats.events += len(out) - start
 
     def _single(self) -> None:
         """Receive one datagram per recvfrom() from now on."""
         self._batch = None
+        self._resume = None
         self._buf = bytearray(_RECV_SIZE)
         self._view = memoryview(self._buf)
 
@@ -605,9 +617,10 @@ class Listener:
                 self._take(((sender, bool(msg_flags & trunc), data),), out)
         except BaseException:
             done = offset // stride + 1
-            if done < n:
-                self._resume = (n, done)
+            self._resume = (n, done) if done < n else None
             raise
+        else:
+            self._resume = None
         finally:
             done = offset // stride + 1
             self.stats.received += done - first - slow  # _take counts its own
@@ -643,8 +656,8 @@ class Listener:
         if gap and self._overflow:
             self._pending_gaps += gap  # the overflow's Loss will count it
         elif gap:
-            self.stats.lost += gap
             out.append(Loss(gap, "seq-gap", cpu))
+            self.stats.lost += gap
 
     def _report_overflow(self, out: MutableSequence[Item]) -> None:
         self._overflow = False

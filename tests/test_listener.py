@@ -506,22 +506,24 @@ def test_loss_values() -> None:
 @root
 def test_lingering_never_risks_the_receive_buffer() -> None:
     def after_read(lst: Listener, datagrams: int, seconds: float, *, backlog: bool = False) -> float:
-        """pause() after a read of ``datagrams`` that came ``seconds`` after the last."""
-        lst._last_drain, lst._backlog = datagrams, backlog
+        """pause() after reads of ``datagrams`` in the ``seconds`` since the last."""
+        lst._since_pause, lst._backlog = datagrams, backlog
         lst._last_pause = time.monotonic() - seconds
         return lst.pause()
 
-    with Listener(rcvbuf=8192, linger=0.004) as small:
-        # The kernel doubles the request; an event costs the queue about 800 bytes.
-        quarter = small.stats.rcvbuf / 800 / 4
+    with Listener(rcvbuf=65536, linger=0.004) as small:
+        # The kernel doubles the request: 128 KiB hold some 160 events.
         assert after_read(small, 1, 0.010) == 0.004  # 100 events/s: a full linger is safe
-        # 100 events in 1 ms: wait only while a quarter of the buffer fills, or less.
-        assert 0 < after_read(small, 100, 0.001) <= quarter / 100_000 * 1.1
+        # 10,000 events/s: 4 ms of them would fill more than a quarter.
+        assert 0.001 <= after_read(small, 100, 0.010) < 0.004
+        assert after_read(small, 1000, 0.001) == 0  # 1M/s: not even a millisecond
         assert after_read(small, 1, 0.010, backlog=True) == 0  # the read left some queued
     with Listener(linger=0.004) as big:
-        assert after_read(big, 100, 0.001) == 0.004  # 16 MiB holds seconds of that
+        assert after_read(big, 100, 0.001) == 0.004  # 16 MiB hold seconds of that
     with Listener(linger=0) as never:
         assert after_read(never, 1, 0.010) == 0
+    with pytest.raises(ValueError, match="linger"):
+        Listener(linger=-1)
 
 
 @root
@@ -548,6 +550,35 @@ def test_an_interrupted_read_leaves_the_rest_of_its_batch() -> None:
         pids = [p.pid for p in procs]
         got = [e.process_pid for e in [*first, *rest] if isinstance(e, ExitEvent) and e.process_pid in pids]
         # In order, none twice, and at most the one being appended lost.
+        assert got == [pid for pid in pids if pid in got] and len(got) >= len(pids) - 1
+
+
+@root
+def test_an_interrupted_read_keeps_what_it_had_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs.events import event_matches as real
+
+    calls = [0]
+
+    def interrupting(event: Any, kinds: Any) -> bool:
+        calls[0] += 1
+        if calls[0] == 3:  # a signal arrives while the third exit is filtered
+            raise KeyboardInterrupt
+        return real(event, kinds)
+
+    with Listener(EventKind.NONZERO_EXIT) as lst:
+        procs = []
+        for _ in range(5):  # one after the other: their exits queue in this order
+            procs.append(subprocess.Popen(["false"]))
+            procs[-1].wait()
+        time.sleep(0.1)
+        monkeypatch.setattr(listener_module, "event_matches", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            lst.read()
+        items = lst.read()
+        pids = [p.pid for p in procs]
+        got = [e.process_pid for e in items if isinstance(e, ExitEvent) and e.process_pid in pids]
+        # The two taken before the signal come first; only the one in hand may be lost.
+        assert got[:2] == pids[:2]
         assert got == [pid for pid in pids if pid in got] and len(got) >= len(pids) - 1
 
 
