@@ -112,12 +112,12 @@ class Batch:
         # What each mmsghdr and sockaddr_nl holds for us, read by iter_unpack.
         flags_at = mmsghdr.msg_hdr.offset + msghdr.msg_flags.offset
         len_at = mmsghdr.msg_len.offset
-        gap = len_at - flags_at - ctypes.sizeof(ctypes.c_int)
-        tail = ctypes.sizeof(mmsghdr) - len_at - ctypes.sizeof(ctypes.c_uint)
+        gap = len_at - flags_at - msghdr.msg_flags.size
+        tail = ctypes.sizeof(mmsghdr) - len_at - mmsghdr.msg_len.size
         self._results = struct.Struct(f"={flags_at}xi{gap}xI{tail}x")
         assert self._results.size == ctypes.sizeof(mmsghdr)
         pid_at = sockaddr_nl.nl_pid.offset
-        self._senders = struct.Struct(f"={pid_at}xI{ctypes.sizeof(sockaddr_nl) - pid_at - 4}x")
+        self._senders = struct.Struct(f"={pid_at}xI{ctypes.sizeof(sockaddr_nl) - pid_at - sockaddr_nl.nl_pid.size}x")
         # The array as recvmmsg() leaves it when every datagram is ``common``
         # bytes long and arrived whole: one compare checks a whole batch.
         for i in range(vlen):
