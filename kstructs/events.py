@@ -828,6 +828,7 @@ __all__ = [
     "PROCESS_EVENTS",
     "event_matches",
     "parse_events",
+    "KERNEL_EVENT_SIZE",
     "encode_mcast",
     "encode_listen",
     "encode_ignore",

@@ -526,6 +526,24 @@ def test_lingering_never_risks_the_receive_buffer() -> None:
         Listener(linger=-1)
 
 
+def queued_exits(command: str, n: int = 5) -> list[int]:
+    """Run ``command`` ``n`` times, one after the other, so that their exits
+    queue in this order; their pids."""
+    pids = []
+    for _ in range(n):
+        proc = subprocess.Popen([command])
+        proc.wait()
+        pids.append(proc.pid)
+    time.sleep(0.1)  # all queued: one recvmmsg() takes them together
+    return pids
+
+
+def check_interrupted(pids: list[int], items: list[Item]) -> None:
+    """In order, none twice, and at most the one in hand when interrupted lost."""
+    got = [e.process_pid for e in items if isinstance(e, ExitEvent) and e.process_pid in pids]
+    assert got == [pid for pid in pids if pid in got] and len(got) >= len(pids) - 1
+
+
 @root
 def test_an_interrupted_read_leaves_the_rest_of_its_batch() -> None:
     class Interrupting(list[Item]):
@@ -537,20 +555,13 @@ def test_an_interrupted_read_leaves_the_rest_of_its_batch() -> None:
             super().append(item)
 
     with Listener(EventKind.EXIT) as lst:
-        procs = []
-        for _ in range(5):  # one after the other: their exits queue in this order
-            procs.append(subprocess.Popen(["true"]))
-            procs[-1].wait()
-        time.sleep(0.1)  # all five exits queued: one recvmmsg() takes them together
+        pids = queued_exits("true")
         first = Interrupting()
         with pytest.raises(KeyboardInterrupt):
             lst._drain(first, wait=False)
         rest: list[Item] = []
         lst._drain(rest, wait=False)
-        pids = [p.pid for p in procs]
-        got = [e.process_pid for e in [*first, *rest] if isinstance(e, ExitEvent) and e.process_pid in pids]
-        # In order, none twice, and at most the one being appended lost.
-        assert got == [pid for pid in pids if pid in got] and len(got) >= len(pids) - 1
+        check_interrupted(pids, [*first, *rest])
 
 
 @root
@@ -566,20 +577,14 @@ def test_an_interrupted_read_keeps_what_it_had_taken(monkeypatch: pytest.MonkeyP
         return real(event, kinds)
 
     with Listener(EventKind.NONZERO_EXIT) as lst:
-        procs = []
-        for _ in range(5):  # one after the other: their exits queue in this order
-            procs.append(subprocess.Popen(["false"]))
-            procs[-1].wait()
-        time.sleep(0.1)
+        pids = queued_exits("false")
         monkeypatch.setattr(listener_module, "event_matches", interrupting)
         with pytest.raises(KeyboardInterrupt):
             lst.read()
         items = lst.read()
-        pids = [p.pid for p in procs]
-        got = [e.process_pid for e in items if isinstance(e, ExitEvent) and e.process_pid in pids]
-        # The two taken before the signal come first; only the one in hand may be lost.
-        assert got[:2] == pids[:2]
-        assert got == [pid for pid in pids if pid in got] and len(got) >= len(pids) - 1
+        # The two taken before the signal come first.
+        assert [e.process_pid for e in items if isinstance(e, ExitEvent) and e.process_pid in pids][:2] == pids[:2]
+        check_interrupted(pids, items)
 
 
 if __name__ == "__main__":  # pragma: no cover
