@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from kstructs.errors import BtfError
+
 __all__ = ["BtfError", "Enumerator", "Kind", "Member", "Type", "Btf"]
 
 # include/uapi/linux/btf.h: struct btf_header
@@ -82,10 +84,6 @@ _TRAILER: Final[dict[int, tuple[int, int]]] = {
 _SIZED: Final = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC})
 # Kinds that only qualify or rename another type.
 _TRANSPARENT: Final = frozenset({Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG})
-
-
-class BtfError(ValueError):
-    """The data is not well-formed BTF."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, TypeAlias
 
-from kstructs.btf import Btf, BtfError, Kind, Member
+from kstructs.btf import Btf, Kind, Member
+from kstructs.errors import BtfError, CheckError
 
 __all__ = ["Binding", "CheckError", "Finding", "Report", "check_btf", "check_headers", "CATEGORIES", "DEFAULT_BTF"]
 
@@ -66,10 +67,6 @@ CATEGORIES: Final[Mapping[str, tuple[str, str]]] = {
 
 # Inputs for the function-like macros: small lengths, page-ish sizes, each bit.
 MACRO_INPUTS: Final = tuple(sorted({*range(70), 4095, 4096, 16383, 16384, 65535, *(1 << k for k in range(32))}))
-
-
-class CheckError(Exception):
-    """The check could not run: no compiler, headers not found, unreadable BTF."""
 
 
 @dataclass(frozen=True)

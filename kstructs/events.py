@@ -12,7 +12,7 @@ proc_event``. Every offset below comes from the ctypes layouts of the header
 modules, never from a literal.
 
 Netlink control messages surface as values too: ``NLMSG_NOOP`` is skipped,
-``NLMSG_ERROR`` becomes a ``NetlinkError`` and ``NLMSG_OVERRUN`` an
+``NLMSG_ERROR`` becomes a ``NetlinkErrorMessage`` and ``NLMSG_OVERRUN`` an
 ``Overrun``. Malformed input raises ``ParseError`` and nothing else.
 """
 
@@ -55,6 +55,7 @@ from kstructs.cn_proc import (
     valid_event,
 )
 from kstructs.connector import CN_IDX_PROC, CN_VAL_PROC, cn_msg
+from kstructs.errors import KstructsError, ParseError
 from kstructs.netlink import (
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -66,22 +67,6 @@ from kstructs.netlink import (
     nlmsgerr,
     nlmsghdr,
 )
-
-# --- Errors ----------------------------------------------------------------
-
-
-class KstructsError(Exception):
-    """Base of the errors kstructs raises itself (syscall failures stay ``OSError``)."""
-
-
-class ParseError(KstructsError, ValueError):
-    """Malformed input: a length past the buffer, an inconsistent ``cn_msg.len``,
-    a foreign connector id. The message names the offending value in hex."""
-
-    def __init__(self, message: str, offset: int = 0) -> None:
-        super().__init__(message)
-        self.offset = offset  # where the offending netlink message starts
-
 
 # --- Event values ----------------------------------------------------------
 #
@@ -314,12 +299,12 @@ class UnknownEvent(_Value, _Unknown):
         }
 
 
-class _NetlinkError(NamedTuple):
+class _NetlinkErrorMessage(NamedTuple):
     seq: int  # nlmsghdr.nlmsg_seq
     error: int
 
 
-class NetlinkError(_Value, _NetlinkError):
+class NetlinkErrorMessage(_Value, _NetlinkErrorMessage):
     """An ``NLMSG_ERROR`` message: ``error`` is 0 (an ACK) or a negative errno."""
 
     __slots__ = ()
@@ -340,7 +325,7 @@ class Overrun(_Value, _Overrun):
 ProcessEvent: TypeAlias = (
     ForkEvent | ExecEvent | UidEvent | GidEvent | SidEvent | PtraceEvent | CommEvent | CoredumpEvent | ExitEvent
 )
-Event: TypeAlias = ProcessEvent | AckEvent | UnknownEvent | NetlinkError | Overrun
+Event: TypeAlias = ProcessEvent | AckEvent | UnknownEvent | NetlinkErrorMessage | Overrun
 
 #: The process event classes by CLI name, in the kernel's bit order.
 PROCESS_EVENTS: Final[dict[str, type[ProcessEvent]]] = {
@@ -359,7 +344,7 @@ def event_matches(event: Event, kinds: EventKind | int) -> bool:
     always pass.
     """
     mask = valid_event(int(kinds)) or PROC_EVENT_ALL
-    if mask == PROC_EVENT_ALL or isinstance(event, NetlinkError | Overrun):
+    if mask == PROC_EVENT_ALL or isinstance(event, NetlinkErrorMessage | Overrun):
         return True
     what = event.what
     if mask & PROC_EVENT_NONZERO_EXIT and what == PROC_EVENT_EXIT and isinstance(event, ExitEvent) and event.exit_code:
@@ -662,7 +647,7 @@ def _parse_all(data: Buffer) -> list[Event]:
                 raise ParseError(f"nlmsg_len {nl_len:#x} is too short for nlmsgerr (needs {need:#x})", off)
             (error,) = _NLMSGERR_ERROR.unpack_from(data, off + NLMSG_HDRLEN)
             (seq,) = _NLMSG_SEQ.unpack_from(data, off)
-            out.append(NetlinkError(seq=seq, error=error))
+            out.append(NetlinkErrorMessage(seq=seq, error=error))
         elif nl_type == NLMSG_OVERRUN:
             (seq,) = _NLMSG_SEQ.unpack_from(data, off)
             out.append(Overrun(seq=seq))
@@ -821,7 +806,7 @@ __all__ = [
     "ExitEvent",
     "AckEvent",
     "UnknownEvent",
-    "NetlinkError",
+    "NetlinkErrorMessage",
     "Overrun",
     "ProcessEvent",
     "Event",

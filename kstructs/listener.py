@@ -44,6 +44,7 @@ from typing import ClassVar, Final, Self
 from kstructs._recvmmsg import Batch
 from kstructs.cn_proc import PROC_EVENT_ALL, EventKind, valid_event
 from kstructs.connector import CN_IDX_PROC, CONNECTOR_MAX_MSG_SIZE, cn_msg
+from kstructs.errors import NamespaceError, NoAckError, NoConnectorError, PrivilegeError
 from kstructs.events import (
     _KERNEL,
     KERNEL_EVENT_SIZE,
@@ -51,8 +52,7 @@ from kstructs.events import (
     AckEvent,
     Buffer,
     Event,
-    KstructsError,
-    NetlinkError,
+    NetlinkErrorMessage,
     Overrun,
     ParseError,
     ProcessEvent,
@@ -97,25 +97,6 @@ _U32: Final = 0xFFFFFFFF
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 _MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _NO_CPU: Final = 0xFFFFFFFF  # proc_event.cpu of a reply before Linux 6.6
-
-
-# --- Errors ----------------------------------------------------------------
-
-
-class PrivilegeError(KstructsError, PermissionError):
-    """The kernel refused the subscription for want of ``CAP_NET_ADMIN`` (before Linux 6.6)."""
-
-
-class NoAckError(KstructsError, TimeoutError):
-    """No reply to the subscribe request: no ``CONFIG_PROC_EVENTS``, or not the initial namespaces."""
-
-
-class NamespaceError(KstructsError, ConnectionRefusedError):
-    """``ECONNREFUSED``: the process connector exists only in the initial network namespace."""
-
-
-class NoConnectorError(KstructsError, OSError):
-    """``EPROTONOSUPPORT``: the kernel has no ``NETLINK_CONNECTOR`` (``CONFIG_CONNECTOR``)."""
 
 
 # --- Values ----------------------------------------------------------------
@@ -227,7 +208,7 @@ class Listener:
         self._pass: frozenset[type] | None = None
         if self.events is not None:
             self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what) | {
-                NetlinkError,
+                NetlinkErrorMessage,
                 Overrun,
             }
         # Loss accounting.
@@ -554,7 +535,7 @@ class Listener:
                     continue
                 for ev in items:
                     cls = type(ev)
-                    if cls is NetlinkError or cls is Overrun:
+                    if cls is NetlinkErrorMessage or cls is Overrun:
                         append(ev)
                         continue
                     if track:

@@ -30,7 +30,7 @@ from kstructs.events import (
     GidEvent,
     KstructsError,
     McastRequest,
-    NetlinkError,
+    NetlinkErrorMessage,
     Overrun,
     ParseError,
     ProcessEvent,
@@ -251,7 +251,7 @@ def test_noop_alone_is_nothing() -> None:
 def test_nlmsg_error_and_overrun_are_values() -> None:
     err = netlink.nlmsgerr(error=-111)
     data = control(netlink.NLMSG_ERROR, bytes(err), seq=5) + control(netlink.NLMSG_OVERRUN, seq=6) + KINDS[1][0]
-    assert parse_events(data) == [NetlinkError(seq=5, error=-111), Overrun(seq=6), KINDS[1][1]]
+    assert parse_events(data) == [NetlinkErrorMessage(seq=5, error=-111), Overrun(seq=6), KINDS[1][1]]
 
 
 def test_last_message_may_lack_its_padding() -> None:
@@ -393,7 +393,7 @@ ACK = AckEvent(0, 1, 0, 0, 0)
         (EventKind.FORK, ACK, False),
         (cn_proc.PROC_EVENT_ALL, ACK, True),
         (0, ACK, True),  # the kernel reads an empty mask as "all"
-        (EventKind.FORK, NetlinkError(0, -1), True),
+        (EventKind.FORK, NetlinkErrorMessage(0, -1), True),
         (EventKind.FORK, UnknownEvent(0, 0, 0, 0x400, b""), False),
         (0x400, UnknownEvent(0, 0, 0, 0x400, b""), True),
     ],
