@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from kstructs.conformance.cc import _compiler, _probe
+from kstructs.conformance.cc import Compiler, _compiler, _probe, include_paths
 from kstructs.conformance.cscan import _CRecord, _record_paths, _Scan, _scan
 from kstructs.conformance.model import (
     MACRO_INPUTS,
@@ -30,7 +30,6 @@ from kstructs.conformance.model import (
     _type_facts,
     _version,
 )
-from kstructs.errors import CheckError
 
 # ---------------------------------------------------------------------------
 # The headers check.
@@ -40,7 +39,7 @@ def check_headers(
     bindings: Sequence[Binding],
     *,
     include_dirs: Sequence[str | Path] = (),
-    cc: str | None = None,
+    cc: str | Compiler | None = None,
     discover: bool = True,
     macro_inputs: Sequence[int] = MACRO_INPUTS,
 ) -> Report:
@@ -52,10 +51,7 @@ def check_headers(
     it, only what the bindings declare is checked.
     """
     compiler = _compiler(cc)
-    dirs = [Path(d).resolve() for d in include_dirs]
-    for d in dirs:
-        if not d.is_dir():
-            raise CheckError(f"include directory not found: {d}")
+    dirs = include_paths(include_dirs)
     headers = list(dict.fromkeys(b.header for b in bindings))
     scan = _scan(compiler, headers, dirs)
     have = _Have(scan)
