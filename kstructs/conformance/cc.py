@@ -24,6 +24,7 @@ the compiler's message, and the rest is compiled again (``MAX_ROUNDS``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +47,7 @@ from kstructs.errors import CheckError
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_ROUNDS",
+    "Abi",
     "Compiler",
     "Evaluation",
     "Group",
@@ -52,7 +55,9 @@ __all__ = [
     "compiler",
     "evaluate",
     "evaluate_groups",
+    "host_abi",
     "include_paths",
+    "target_abi",
     "workdir",
 ]
 
@@ -69,9 +74,14 @@ _CC_NAMES: Final = ("cc", "gcc", "clang")
 _TRIPLE = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_.]+){1,4}")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def _text(value: object) -> str:
-    """Text safe to print or put in JSON: undecodable bytes (surrogates) replaced."""
-    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """Text safe to print or put in JSON: undecodable bytes (surrogates)
+    replaced, control and bidirectional characters escaped."""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 # ---------------------------------------------------------------------------
@@ -361,12 +371,7 @@ def _program(
         lines.append(f"    0x{_END ^ nonce:x}ULL }};")
     if folded:
         lines.append("#define KSTRUCTS_OK(u, n) (__builtin_constant_p(u) && __builtin_constant_p(n))")
-        lines.append(
-            '#define KSTRUCTS_FOLD(i, u, n) __asm__ volatile (".pushsection ' + FOLD_SECTION + ',\\"a\\"\\n\\t'
-            '.4byte %c0, %c1, %c2, %c3, %c4, %c5\\n\\t.popsection" :: "n"(' + f"0x{nonce:x}u" + '), "n"(i), '
-            '"n"(KSTRUCTS_OK(u, n)), "n"(KSTRUCTS_OK(u, n) ? (unsigned)(u & 0xffffffffu) : 0u), '
-            '"n"(KSTRUCTS_OK(u, n) ? (unsigned)(u >> 32) : 0u), "n"(KSTRUCTS_OK(u, n) ? n : 0))'
-        )
+        lines.append(f"#define KSTRUCTS_FOLD(i, u, n) {_fold_asm(nonce)}")
     for k, i in enumerate(folded):
         e = queries[i].expr
         at[len(lines) + 1] = i
@@ -449,6 +454,26 @@ def evaluate_groups(cc: Compiler, groups: Sequence[Group]) -> list[Evaluation]:
         return [f.result() for f in futures]
 
 
+# A folded value is written byte by byte, each an asm operand printed with %c
+# (s390x prints %c of a larger constant as its low byte only): the nonce (4
+# bytes), the query index (4), whether the compiler could fold it (1), the
+# value (8) and its sign (1), little-endian whatever the target.
+_FOLD_RECORD: Final = 18
+
+
+def _fold_asm(nonce: int) -> str:
+    ops = [f'"n"((unsigned char)(0x{nonce:x}u >> {8 * k}))' for k in range(4)]
+    ops += [f'"n"((unsigned char)((unsigned)(i) >> {8 * k}))' for k in range(4)]
+    ops += ['"n"(KSTRUCTS_OK(u, n))']
+    ops += [f'"n"(KSTRUCTS_OK(u, n) ? (unsigned char)((u) >> {8 * k}) : 0)' for k in range(8)]
+    ops += ['"n"(KSTRUCTS_OK(u, n) ? (n) : 0)']
+    template = ", ".join(f"%c{k}" for k in range(_FOLD_RECORD))
+    return (
+        f'__asm__ volatile (".pushsection {FOLD_SECTION},\\"a\\"\\n\\t.byte {template}\\n\\t.popsection" '
+        f":: {', '.join(ops)})"
+    )
+
+
 def _values(data: bytes, program: _Program, queries: Sequence[Query]) -> tuple[list[int | None], dict[int, str]]:
     """The values in the object file, by query index, and the queries whose value is not there."""
     values: list[int | None] = [None] * len(queries)
@@ -481,19 +506,20 @@ def _values(data: bytes, program: _Program, queries: Sequence[Query]) -> tuple[l
             u, neg = words[3 + 2 * k], words[4 + 2 * k]
             values[i] = u - (1 << 64) if neg else u
     if program.folded:
-        words = _words(fold, 4) if fold is not None else []
+        data = fold.data if fold is not None else b""
         seen: set[int] = set()
-        if len(words) % 6:
+        if len(data) % _FOLD_RECORD:
             raise CheckError(f"the {FOLD_SECTION} section of the object file is not the probe's")
         wanted = set(program.folded)
-        for at in range(0, len(words), 6):
-            nonce, i, ok, lo, hi, neg = words[at : at + 6]
-            if nonce != program.nonce or i not in wanted or i in seen:
+        for at in range(0, len(data), _FOLD_RECORD):
+            record = data[at : at + _FOLD_RECORD]
+            nonce, i = int.from_bytes(record[0:4], "little"), int.from_bytes(record[4:8], "little")
+            if nonce != program.nonce or i not in wanted or i in seen or record[8] > 1 or record[17] > 1:
                 raise CheckError(f"the {FOLD_SECTION} section of the object file is not the probe's")
-            if ok:
+            if record[8]:
                 seen.add(i)
-                u = hi << 32 | lo
-                values[i] = u - (1 << 64) if neg else u
+                u = int.from_bytes(record[9:17], "little")
+                values[i] = u - (1 << 64) if record[17] else u
         for i in wanted - seen:
             missing[i] = "not a constant the compiler can compute"
     return values, missing
@@ -522,6 +548,62 @@ def _relocated(data: bytes) -> set[int]:
         for at in range(0, len(sec.data) - step + 1, step):
             words.add(int.from_bytes(sec.data[at : at + size], sec.byteorder) // 8)
     return words
+
+
+@dataclass(frozen=True)
+class Abi:
+    """What a target's C data model is, as its compiler says."""
+
+    byteorder: str  # "little" or "big"
+    pointer: int  # sizeof(void *)
+    long: int  # sizeof(long)
+    long_long_align: int  # _Alignof(long long), 4 on i386
+    double_align: int  # _Alignof(double)
+
+    def describe(self) -> str:
+        model = "LP64" if self.long == self.pointer == 8 else "ILP32" if self.long == self.pointer == 4 else "?"
+        return f"{model} {self.byteorder}-endian, long long aligned to {self.long_long_align}"
+
+    def lays_out_like(self, other: Abi) -> bool:
+        """Whether structures get the same sizes and offsets (byte order aside)."""
+        return (self.pointer, self.long, self.long_long_align, self.double_align) == (
+            other.pointer,
+            other.long,
+            other.long_long_align,
+            other.double_align,
+        )
+
+
+_ABI_QUERIES: Final = (
+    ("byteorder", "__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__"),
+    ("pointer", "sizeof(void *)"),
+    ("long", "sizeof(long)"),
+    ("long_long_align", "_Alignof(long long)"),
+    ("double_align", "_Alignof(double)"),
+)
+
+
+def target_abi(cc: Compiler) -> Abi:
+    """The data model of the compiler's target (one compile, nothing run)."""
+    done = evaluate(cc, [], [Query(name, expr) for name, expr in _ABI_QUERIES])
+    if done.failed or any(v is None for v in done.values):
+        raise CheckError(
+            f"{cc.name} does not say its target's data model: {_text(next(iter(done.failed.values()), ''))}"
+        )
+    v = dict(zip((name for name, _ in _ABI_QUERIES), (int(x or 0) for x in done.values), strict=True))
+    order = "big" if v["byteorder"] else "little"
+    return Abi(order, v["pointer"], v["long"], v["long_long_align"], v["double_align"])
+
+
+def host_abi() -> Abi:
+    """The data model this Python's ctypes lays structures out by."""
+    return Abi(
+        sys.byteorder,
+        ctypes.sizeof(ctypes.c_void_p),
+        ctypes.sizeof(ctypes.c_long),
+        ctypes.alignment(ctypes.c_longlong),
+        ctypes.alignment(ctypes.c_double),
+    )
 
 
 # ---------------------------------------------------------------------------
