@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import ctypes
 import platform
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kstructs.btf import Btf, Kind, Member
+from kstructs.btf import Btf, Kind, Member, Type
+from kstructs.conformance.bits import bit_span
+from kstructs.conformance.headers import _covered
+from kstructs.conformance.layout import FieldPath, RecordInfo, describe_type, field_paths, is_legacy_nested
+from kstructs.conformance.layout import signed as layout_signed
 from kstructs.conformance.model import (
     DEFAULT_BTF,
     Binding,
-    CType,
     Finding,
     Report,
     Value,
     _absent,
     _added_in,
-    _array,
-    _binding_types,
-    _covered,
-    _fields,
     _ordered,
-    _signed,
-    _tag,
     _version,
 )
 from kstructs.errors import BtfError, CheckError
@@ -79,36 +76,96 @@ class _BtfChecker:
         constants = {n: v for b in self.bindings for n, v in b.constants.items()}
         not_mirrored = {n for b in self.bindings for n in b.not_mirrored}
         for b in self.bindings:
-            for tag, cls in _binding_types(b).items():
-                self.record(b, tag, cls)
+            for rec, paths in self.standalone(b):
+                self.record(b, rec, paths)
         self.enumerators(constants, not_mirrored)
 
-    def record(self, binding: Binding, tag: str, cls: CType) -> None:
-        kind = Kind.UNION if issubclass(cls, ctypes.Union) else Kind.STRUCT
-        candidates = self.btf.named(cls.__name__, kind)
+    def has_name(self, rec: RecordInfo) -> bool:
+        return bool(self.btf.named(rec.name, Kind.STRUCT) or self.btf.named(rec.name, Kind.UNION))
+
+    def standalone(self, b: Binding) -> list[tuple[RecordInfo, list[FieldPath]]]:
+        """The binding's classes that BTF names, with their field paths; the rest are walked into."""
+
+        def walk_into(child: RecordInfo, path: str) -> bool:
+            return b.tag_of(child) is None and (is_legacy_nested(child) or not self.has_name(child))
+
+        nested = {
+            c.key
+            for r in b.records.values()
+            for f in r.fields
+            if f.type.get("kind") == "record"
+            and (c := b.records.get(f.type["ref"])) is not None
+            and (f.name in r.anonymous or walk_into(c, f.name))
+        }
+        out: list[tuple[RecordInfo, list[FieldPath]]] = []
+        seen: set[str] = set()
+        queue = [k for k in b.roots if k in b.records]
+        while queue:
+            key = queue.pop(0)
+            if key in seen:
+                continue
+            seen.add(key)
+            rec = b.records[key]
+            if b.tag_of(rec) is None and (is_legacy_nested(rec) or (key in nested and not self.has_name(rec))):
+                continue
+            paths = field_paths(rec, b.records, walk_into=walk_into, cname=b.cname)
+            out.append((rec, paths))
+            queue += [fp.named.key for fp in paths if fp.named is not None]
+        return out
+
+    def lookup(self, b: Binding, rec: RecordInfo) -> tuple[str, list[Type]]:
+        """The item name and the BTF candidates for a class."""
+        text = b.tag_of(rec)
+        if text is None:
+            kind = Kind.UNION if rec.kind == "union" else Kind.STRUCT
+            return rec.tag, self.btf.named(rec.name, kind)
+        words = " ".join(text.split()).split(" ", 1)
+        if len(words) == 2 and words[0] in ("struct", "union"):
+            head, _, path = words[1].partition(".")
+            kind = Kind.UNION if words[0] == "union" else Kind.STRUCT
+            outer = self.btf.named(head, kind)
+            if not path:
+                return f"{words[0]} {head}", outer
+            found = [m for t in outer if (m := self.member(t.id, path)) is not None]
+            return text, [self.btf.resolve(m.type_id) for m, _ in found]
+        typedefs = self.btf.named(text, Kind.TYPEDEF)
+        records = self.btf.named(text, Kind.STRUCT) + self.btf.named(text, Kind.UNION)
+        return text, records + [self.btf.resolve(t.id) for t in typedefs]
+
+    def record(self, binding: Binding, rec: RecordInfo, paths: list[FieldPath]) -> None:
+        tag, candidates = self.lookup(binding, rec)
+        if rec.opaque:
+            note = "an opaque class (no _fields_): only its name is compared"
+            self.findings.append(Finding("not-compared", tag, None, None, "btf", note))
+            return
         if not candidates:
             added = _added_in(binding, tag)
             if added is not None and (self.version is None or _version(added) > _version(self.version)):
-                self.findings.append(_absent(binding, tag, ctypes.sizeof(cls), version=self.version, source="btf"))
+                self.findings.append(_absent(binding, tag, rec.size, version=self.version, source="btf"))
             else:
-                self.findings.append(Finding("not-in-btf", tag, ctypes.sizeof(cls), None, "btf"))
+                self.findings.append(Finding("not-in-btf", tag, rec.size, None, "btf"))
             return
         # Kernel BTF may hold several definitions of a tag: take the one closest to the binding.
         best: tuple[int, list[Finding], int] | None = None
         for t in candidates:
             sub = _BtfChecker(self.btf, self.bindings, self.version)
-            sub.layout(binding, tag, cls, t.id)
+            sub.layout(binding, tag, rec, paths, t.id)
             if best is None or len(sub.findings) < len(best[1]):
                 best = (sub.checked, sub.findings, t.id)
         assert best is not None
         self.checked += best[0]
         self.findings += best[1]
 
-    def layout(self, binding: Binding, tag: str, cls: CType, type_id: int) -> None:
+    def layout(self, binding: Binding, tag: str, rec: RecordInfo, mine: list[FieldPath], type_id: int) -> None:
         t = self.btf.type(type_id)
-        self.compare("size", tag, ctypes.sizeof(cls), t.size)
-        mine = _fields(cls)
+        if binding.is_prefix(rec) and rec.size <= t.size:
+            self.checked += 1
+            note = f"mirrors the first {rec.size} of {t.size} bytes"
+            self.findings.append(Finding("prefix", tag, rec.size, t.size, "btf", note))
+        else:
+            self.compare("size", tag, rec.size, t.size)
         gone: list[str] = []
+        big = sys.byteorder == "big"
         for f in mine:
             item = f"{tag}.{f.path}"
             found = self.member(type_id, f.path)
@@ -118,33 +175,46 @@ class _BtfChecker:
                     self.findings.append(_absent(binding, item, f.offset, version=self.version, source="btf"))
                 continue
             member, bit_offset = found
-            if f.bits or member.bitfield_size:
-                self.compare("size", item, f.bits, member.bitfield_size, "bitfield width in bits")
+            if f.bits:
+                span = bit_span(bytes.fromhex((f.masks or {}).get("-1", "")), big != f.owner.swapped)
+                mine_words = "no bits" if span is None else f"bit {span[0] + f.base * 8}, {span[1]} bits"
+                width = member.bitfield_size or 8 * self.btf.size_of(member.type_id)
+                self.compare("bitfield", item, mine_words, f"bit {bit_offset}, {width} bits", "offset and width")
+                continue
+            if member.bitfield_size:
+                self.checked += 1
+                size = f.type.get("size")
+                self.findings.append(Finding("type", item, f"a full field of {size} bytes", "a bitfield", "btf"))
                 continue
             offset: Value = bit_offset // 8 if bit_offset % 8 == 0 else f"bit {bit_offset}"
             self.compare("offset", item, f.offset, offset)
             mt = self.btf.resolve(member.type_id)
-            array = _array(f.ctype)
-            if array is not None:
-                elem, length = array
+            kind = f.type.get("kind")
+            if kind == "array":
+                elem, length = f.type["elem"], int(f.type["length"])
                 if mt.kind is not Kind.ARRAY:
-                    self.compare("length", item, length, "not an array")
+                    self.compare("type", item, describe_type(f.type, binding.records), _words(mt))
                     continue
                 self.compare("length", item, length, mt.nelems)
                 if length:
-                    self.compare("size", item, ctypes.sizeof(f.ctype), self.btf.size_of(member.type_id))
+                    self.compare("size", item, int(f.type["size"]), self.btf.size_of(member.type_id))
                 else:
-                    self.compare("size", f"{item}[0]", ctypes.sizeof(elem), self.btf.size_of(mt.type_id))
+                    self.compare("size", f"{item}[0]", int(elem["size"]), self.btf.size_of(mt.type_id))
                 self.signedness(item, elem, mt.type_id)
                 continue
-            self.compare("size", item, ctypes.sizeof(f.ctype), self.btf.size_of(member.type_id))
+            if kind in ("pointer", "funcptr") and mt.kind is not Kind.PTR:
+                self.compare("type", item, "pointer", _words(mt))
+                continue
+            self.compare("size", item, int(f.type["size"]), self.btf.size_of(member.type_id))
             if f.named is not None:
-                named = _tag(f.named)
+                named, _ = self.lookup(binding, f.named)
                 got = f"{mt.kind.name.lower()} {mt.name}".strip()
                 self.compare("type", item, named, named if got == named else got or "an anonymous type")
             else:
-                self.signedness(item, f.ctype, member.type_id)
+                self.signedness(item, f.type, member.type_id)
         # Members the binding lacks.
+        if binding.is_prefix(rec):
+            return
         paths = {f.path: f for f in mine}
         missing: list[str] = []
         for path, offset in self.member_paths(type_id):
@@ -152,8 +222,8 @@ class _BtfChecker:
                 missing.append(path)
                 self.findings.append(Finding("missing-in-binding", f"{tag}.{path}", None, offset, "btf"))
 
-    def signedness(self, item: str, ctype: Any, type_id: int) -> None:
-        signed = _signed(ctype)
+    def signedness(self, item: str, ctype: Mapping[str, Any], type_id: int) -> None:
+        signed = layout_signed(ctype)
         t = self.btf.resolve(type_id)
         if signed is None or t.kind not in (Kind.INT, Kind.ENUM, Kind.ENUM64):
             return
@@ -209,3 +279,12 @@ class _BtfChecker:
                     self.compare("value", e.name, constants[e.name], e.value)
                 elif e.name not in not_mirrored:
                     self.findings.append(Finding("missing-in-binding", e.name, None, e.value, "btf", "enumerator"))
+
+
+def _words(t: Type) -> str:
+    """A BTF type in words, for findings."""
+    if t.kind is Kind.ARRAY:
+        return "an array"
+    if t.kind is Kind.PTR:
+        return "a pointer"
+    return f"{t.kind.name.lower()} {t.name}".strip()

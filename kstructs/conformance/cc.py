@@ -36,7 +36,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -140,13 +140,18 @@ def compiler(
         if source == "--target":
             raise CheckError(f"no C compiler for {target}: {spec!r} not found (Debian: gcc-{target})")
         raise CheckError(f"no C compiler: {_text(spec)!r} not found")
+    return Compiler(tuple(argv), _defines(defines), target, float(timeout))
+
+
+def _defines(defines: Sequence[str]) -> tuple[str, ...]:
+    """``-D`` flags for ``NAME`` or ``NAME=VALUE`` definitions."""
     flags: list[str] = []
     for d in defines:
         name = d.split("=", 1)[0]
         if re.fullmatch(r"[A-Za-z_]\w*", name) is None or "\n" in d or "\0" in d:
             raise CheckError(f"not a macro definition: {_text(d)!r}")
         flags.append(f"-D{d}")
-    return Compiler(tuple(argv), tuple(flags), target, float(timeout))
+    return tuple(flags)
 
 
 def include_paths(dirs: Sequence[str | Path]) -> list[Path]:
@@ -610,8 +615,10 @@ def host_abi() -> Abi:
 # The call the headers check used before Query and evaluate().
 
 
-def _compiler(cc: str | Compiler | None) -> Compiler:
-    return compiler(cc)
+def _compiler(cc: str | Compiler | None, defines: Sequence[str] = ()) -> Compiler:
+    if isinstance(cc, Compiler):
+        return replace(cc, flags=(*cc.flags, *_defines(defines))) if defines else cc
+    return compiler(cc, defines=defines)
 
 
 def _probe(

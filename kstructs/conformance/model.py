@@ -7,7 +7,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Final, TypeAlias
+from typing import Final, TypeAlias
+
+from kstructs.conformance import discover
+from kstructs.conformance.layout import RecordInfo, describe
 
 CType: TypeAlias = type[ctypes.Structure] | type[ctypes.Union]
 Value: TypeAlias = int | str | None
@@ -22,7 +25,11 @@ CATEGORIES: Final[Mapping[str, tuple[str, str]]] = {
     "offset": ("mismatch", "offsetof of a field differs"),
     "signedness": ("mismatch", "a field or array element is signed on one side and unsigned on the other"),
     "length": ("mismatch", "the element count of an array field differs"),
-    "type": ("mismatch", "a field is not of the named struct or union type the binding says"),
+    "type": (
+        "mismatch",
+        "a field is of another kind of type than the binding says: another struct or union, a"
+        " bitfield mirrored as a full field, a flexible array as a pointer, a struct as an array",
+    ),
     "value": ("mismatch", "a macro's or enumerator's value differs"),
     "macro": ("mismatch", "a Python macro function gives another result than the C macro for some input"),
     "missing-in-binding": ("mismatch", "the C side has this item and the binding lacks it (a header that grew)"),
@@ -32,6 +39,11 @@ CATEGORIES: Final[Mapping[str, tuple[str, str]]] = {
     "newer": ("note", "the binding has this item, the C side lacks it: ADDED_IN records a later Linux version"),
     "not-mirrored": ("info", "a header item the binding leaves out on purpose (NOT_MIRRORED says why)"),
     "not-in-btf": ("info", "a type the BTF does not contain (BTF need not hold every UAPI type): not compared"),
+    "bitfield": ("mismatch", "a bitfield's bit offset or width differs, or its bytes when set to -1 or 1"),
+    "prefix": ("info", "a class declared to mirror only the leading part of a C struct: its size is not held to C's"),
+    "width": ("info", "a value equal to C's at the C type's width only (a signed 32-bit ioctl number, say)"),
+    "skipped": ("info", "an item left out of the check with a reason (--skip)"),
+    "not-compared": ("info", "an item the check cannot compare here: no C name, an opaque class, a foreign ABI"),
 }
 
 # Inputs for the function-like macros: small lengths, page-ish sizes, each bit.
@@ -78,14 +90,45 @@ class Report:
 
 @dataclass(frozen=True)
 class Binding:
-    """What the mirror of one C header declares."""
+    """What the mirror of one C header declares.
+
+    ``types`` are ctypes classes described by this interpreter; ``records``
+    (keyed ``module:Qualname``) may instead come from another interpreter's
+    ``discover`` document, with ``roots`` naming the ones to check. The
+    settings after ``added_in`` are those of ``kstructs check``: C names for
+    classes (``tags``: a tag, a typedef name or a member path), fields
+    (``field_names``, keyed ``Class.field``) and constants (``constant_exprs``),
+    enum members, classes that mirror a leading part of a C struct only
+    (``prefix``), items left out with a reason (``skip``), how values compare
+    (``values``: "exact", or "width" for all; ``width`` for some), and whether
+    header items the binding lacks are mismatches (``complete``).
+    """
 
     header: str  # "linux/cn_proc.h"
-    types: tuple[CType, ...]
-    constants: Mapping[str, int]
+    types: tuple[CType, ...] = ()
+    constants: Mapping[str, int] = field(default_factory=dict)
     macro_functions: Mapping[str, Callable[[int], int]] = field(default_factory=dict)
     not_mirrored: Mapping[str, str] = field(default_factory=dict)
     added_in: Mapping[str, str] = field(default_factory=dict)  # C item -> first Linux version with it
+    headers: tuple[str, ...] = ()  # more headers the same binding mirrors
+    records: Mapping[str, RecordInfo] = field(default_factory=dict)
+    roots: tuple[str, ...] = ()  # keys of the records checked under their own C name
+    tags: Mapping[str, str] = field(default_factory=dict)  # class (key, qualname or name) -> C type
+    field_names: Mapping[str, str] = field(default_factory=dict)  # "Class.field" -> C member name
+    constant_exprs: Mapping[str, str] = field(default_factory=dict)  # Python name -> C expression
+    enums: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # IntEnum qualname -> members
+    prefix: frozenset[str] = frozenset()
+    skip: Mapping[str, str] = field(default_factory=dict)  # C item -> reason
+    values: str = "exact"
+    width: frozenset[str] = frozenset()
+    complete: bool = True
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if self.types and not self.records:
+            object.__setattr__(self, "records", describe(self.types))
+        if self.types and not self.roots:
+            object.__setattr__(self, "roots", tuple(dict.fromkeys(discover.key(t) for t in self.types)))
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Binding:
@@ -97,89 +140,32 @@ class Binding:
             macro_functions=dict(getattr(module, "MACRO_FUNCTIONS", {})),
             not_mirrored=dict(getattr(module, "NOT_MIRRORED", {})),
             added_in=dict(getattr(module, "ADDED_IN", {})),
+            module=module.__name__,
         )
 
+    @property
+    def all_headers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h for h in (self.header, *self.headers) if h))
 
-# ---------------------------------------------------------------------------
-# The binding side: field paths of ctypes classes.
-
-
-@dataclass(frozen=True)
-class _Field:
-    path: str  # "event_data.fork", from the outer struct
-    offset: int  # from the start of the outer struct
-    ctype: Any  # the ctypes type of the field
-    nested: bool  # an anonymous member type, walked into
-    named: CType | None  # a named struct/union member type, checked under its own tag
-    bits: int  # bitfield width, 0 if none
-
-
-def _is_record(t: object) -> bool:
-    return isinstance(t, type) and issubclass(t, ctypes.Structure | ctypes.Union)
-
-
-def _is_anonymous(cls: type) -> bool:
-    """A class for an anonymous member type is named ``parent__member``."""
-    return "__" in cls.__name__.lstrip("_")
-
-
-def _tag(cls: type) -> str:
-    return f"{'union' if issubclass(cls, ctypes.Union) else 'struct'} {cls.__name__}"
-
-
-def _fields(cls: CType, prefix: str = "", base: int = 0) -> list[_Field]:
-    out: list[_Field] = []
-    anonymous = set(getattr(cls, "_anonymous_", ()))
-    for entry in cls._fields_:
-        name, ftype = entry[0], entry[1]
-        bits = int(entry[2]) if len(entry) > 2 else 0
-        offset = base + getattr(cls, name).offset
-        if name in anonymous:
-            # A C11 unnamed member: its fields are reached as if they were this level's.
-            out += _fields(ftype, prefix, offset)  # type: ignore[arg-type]
-            continue
-        path = prefix + name
-        record = _is_record(ftype)
-        nested = record and _is_anonymous(ftype)
-        out.append(_Field(path, offset, ftype, nested, ftype if record and not nested else None, bits))  # type: ignore[arg-type]
-        if nested:
-            out += _fields(ftype, path + ".", offset)  # type: ignore[arg-type]
-    return out
-
-
-def _array(ftype: Any) -> tuple[Any, int] | None:
-    """Element type and length of a ctypes array type, else None."""
-    if isinstance(ftype, type) and issubclass(ftype, ctypes.Array):
-        info = dict(vars(ftype))
-        return info["_type_"], int(info["_length_"])
-    return None
-
-
-def _signed(ftype: Any) -> bool | None:
-    """Whether a ctypes scalar is signed; None for char, pointers and the like."""
-    code = getattr(ftype, "_type_", None)
-    if not isinstance(ftype, type) or not issubclass(ftype, ctypes._SimpleCData) or not isinstance(code, str):
+    def _lookup(self, table: Mapping[str, str], rec: RecordInfo, suffix: str = "") -> str | None:
+        for name in (rec.key, rec.qualname, rec.name):
+            if name + suffix in table:
+                return table[name + suffix]
         return None
-    if code in ("c", "u", "z", "Z", "P", "O"):  # plain char's signedness is the platform's
-        return None
-    return bool(ftype(-1).value < 0)
 
+    def tag_of(self, rec: RecordInfo) -> str | None:
+        """The C type a class mirrors when a setting names it."""
+        return self._lookup(self.tags, rec)
 
-def _binding_types(binding: Binding) -> dict[str, CType]:
-    """Tag -> class for the binding's types and the named member types they reach."""
-    found: dict[str, CType] = {}
+    def cname(self, rec: RecordInfo, name: str) -> str:
+        """The C member name of a binding field."""
+        return self._lookup(self.field_names, rec, "." + name) or name
 
-    def add(cls: CType) -> None:
-        if _tag(cls) in found:
-            return
-        found[_tag(cls)] = cls
-        for f in _fields(cls):
-            if f.named is not None:
-                add(f.named)
+    def is_prefix(self, rec: RecordInfo) -> bool:
+        return any(n in self.prefix for n in (rec.key, rec.qualname, rec.name))
 
-    for cls in binding.types:
-        add(cls)
-    return found
+    def value_mode(self, name: str) -> str:
+        return "width" if self.values == "width" or name in self.width else "exact"
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -218,39 +204,12 @@ class _Fact:
     category: str
     expected: Value  # the binding's value; None for a fact only reported (missing-in-binding)
     expr: str
+    base: str = ""  # the item whose presence the fact depends on, when the unit is one of its parts
+    slot: str = ""  # which part: "size", "class", "sign"...; "" for the item itself
 
-
-def _type_facts(tag: str, cls: CType) -> list[_Fact]:
-    facts = [
-        _Fact(tag, tag, "size", ctypes.sizeof(cls), f"sizeof({tag})"),
-        _Fact(tag, tag, "align", ctypes.alignment(cls), f"_Alignof({tag})"),
-    ]
-    for f in _fields(cls):
-        if f.bits:
-            continue  # offsetof and sizeof do not apply to a bitfield
-        item = f"{tag}.{f.path}"
-        lvalue = f"(({tag} *)0)->{f.path}"
-        # (category, binding value, C expression, item name if not the field's)
-        rows: list[tuple[str, Value, str, str]] = [("offset", f.offset, f"offsetof({tag}, {f.path})", item)]
-        array = _array(f.ctype)
-        if array is not None:
-            elem, length = array
-            if length:
-                rows.append(("size", ctypes.sizeof(f.ctype), f"sizeof({lvalue})", item))
-                rows.append(("length", length, f"sizeof({lvalue}) / sizeof({lvalue}[0])", item))
-            else:  # a flexible array member: no sizeof; check its element
-                rows.append(("size", ctypes.sizeof(elem), f"sizeof({lvalue}[0])", f"{item}[0]"))
-            if (signed := _signed(elem)) is not None:
-                rows.append(("signedness", int(signed), f"(__typeof__({lvalue}[0]))-1 < 0", item))
-        else:
-            rows.append(("size", ctypes.sizeof(f.ctype), f"sizeof({lvalue})", item))
-            if f.named is not None:
-                named = f"__builtin_types_compatible_p(__typeof__({lvalue}), {_tag(f.named)})"
-                rows.append(("type", 1, named, item))
-            elif (signed := _signed(f.ctype)) is not None:
-                rows.append(("signedness", int(signed), f"(__typeof__({lvalue}))-1 < 0", item))
-        facts += [_Fact(item, name, category, expected, expr) for category, expected, expr, name in rows]
-    return facts
+    @property
+    def presence(self) -> str:
+        return self.base or self.unit
 
 
 def _display(fact: _Fact, value: Value) -> Value:
@@ -285,15 +244,3 @@ def _binding_value(facts: Sequence[_Fact], unit: str) -> Value:
 def _ordered(findings: Iterable[Finding]) -> tuple[Finding, ...]:
     rank = {"mismatch": 0, "note": 1, "info": 2}
     return tuple(sorted(findings, key=lambda f: rank[f.severity]))
-
-
-def _covered(path: str, mine: Mapping[str, _Field], missing: Sequence[str]) -> bool:
-    """Whether a C field path is already spoken for: inside a member that is
-    missing from the binding, or inside a binding field that is not walked
-    into (a named type or a scalar, whose own findings cover it)."""
-    parts = path.split(".")
-    for n in range(1, len(parts)):
-        prefix = ".".join(parts[:n])
-        if prefix in missing or (prefix in mine and not mine[prefix].nested):
-            return True
-    return False
