@@ -77,10 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
+    # ``kstructs check`` parses its own arguments (kstructs.conformance.cli); listed here for --help.
+    commands.add_parser("check", help="prove a module's ctypes structs against C headers and BTF", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from kstructs.conformance import cli as check_cli
+
+        return check_cli.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help(sys.stderr)
