@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from kstructs import cli
+from kstructs._escape import ENCODE_ERRORS
 from kstructs.cn_proc import EventKind
 from kstructs.events import PROCESS_EVENTS, KstructsError
 from kstructs.listener import Item, Listener, ListenerStats, Loss
@@ -202,8 +203,8 @@ def _loop(
                     if total == count:
                         break
             if lines:
-                # comm is any bytes: what the terminal's encoding cannot show is escaped.
-                _write_all(out_fd, ("\n".join(lines) + "\n").encode(encoding, "backslashreplace"))
+                # Names are escaped already; what the terminal's encoding cannot show is too.
+                _write_all(out_fd, ("\n".join(lines) + "\n").encode(encoding, ENCODE_ERRORS))
             printed[0] = total  # only what was handed to stdout
             if printed[0] == count or (deadline is not None and now >= deadline):
                 break

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from kstructs._escape import terminal
 from kstructs.events import (
     PROCESS_EVENTS,
     CommEvent,
@@ -164,7 +165,8 @@ class TextFormat:
         second = wall_ns // 1_000_000_000
         if second != self._second:
             self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
-        return f"{self._clock} {event:<8} {pid:>7} {info:<24} {name}".rstrip()
+        # The name is the process's own text: escaped (kstructs._escape).
+        return f"{self._clock} {event:<8} {pid:>7} {info:<24} {terminal(name)}".rstrip()
 
     def _name(self, pid: int) -> str | None:
         name = self.names.get(pid)

@@ -474,3 +474,19 @@ def test_watch_ends_cleanly_when_stdout_closes(tmp_path: Path) -> None:
     assert status in (0, 141), err
     assert "Traceback" not in err
     assert watch.ignores() == 1
+
+
+# --- CLI ---
+
+
+def test_watch_text_never_writes_a_control_character() -> None:
+    # A comm forging a line, moving the cursor, retitling the terminal or
+    # reordering text: the text line stays one line of printable characters.
+    from kstructs.cli import TextFormat
+    from kstructs.events import CommEvent
+
+    fmt = TextFormat(proc="/nonexistent")
+    for raw in (b"\nforged", b"\x1b[3A\x1b[J", b"\x1b]0;t\x07", b"\xc2\x9b2J", b"\x9b", b"\xe2\x80\xae", b"\xff"):
+        line = fmt(CommEvent(0, 0, 0, 7, 7, raw.decode("utf-8", "surrogateescape")))
+        assert line.isprintable(), line
+        assert "\n" not in line and "\u202e" not in line
