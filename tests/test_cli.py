@@ -69,15 +69,82 @@ def keys(event: str) -> list[str]:
     return ["event", *PROCESS_EVENTS[event]._fields]
 
 
+# (comm bytes, as the kernel holds them; the text a terminal must show)
+HOSTILE: list[tuple[bytes, str]] = [
+    (b"\x1b[3A\x1b[J", r"\x1b[3A\x1b[J"),  # cursor up 3, erase below
+    (b"a\nforged line", r"a\nforged line"),
+    (b"x\rover", r"x\rover"),
+    (b"\x1b]0;pwned\x07", r"\x1b]0;pwned\x07"),  # OSC: set the window title
+    (b"\xc2\x9b2J", r"\u009b2J"),  # U+009B, the one-character CSI, in UTF-8
+    (b"\x9b2J", r"\x9b2J"),  # the byte 0x9b alone: not UTF-8
+    (b"\xff\xfename", r"\xff\xfename"),
+    (b"\xe2\x80\xaegnp.exe", r"\u202egnp.exe"),  # RIGHT-TO-LEFT OVERRIDE
+    (b"\xe2\x81\xa6iso\xe2\x81\xa9", r"\u2066iso\u2069"),  # LEFT-TO-RIGHT ISOLATE .. POP
+    (b"back\\x1b", r"back\\x1b"),  # a backslash is escaped too: never mistaken for an escape
+    (b"del\x7f\x08\t", r"del\x7f\x08\t"),
+    (b"caf\xc3\xa9", "café"),  # printable UTF-8 stays as it is
+]
+
+
+def comm_event(raw: bytes, pid: int = 4242) -> CommEvent:
+    return CommEvent(1, 0, 10**12, pid, pid, raw.decode("utf-8", "surrogateescape"))
+
+
 # --- Formats ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("item", SAMPLES, ids=lambda i: type(i).__name__)
+def strict_json(line: str) -> dict[str, Any]:
+    """``json.loads`` as a strict parser reads it: UTF-8 bytes, no duplicate
+    key, no lone surrogate in any string (jq and Node would replace it, Perl's
+    JSON::PP refuses the line)."""
+    data = line.encode("utf-8")  # a lone surrogate cannot even be encoded
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in items]
+        assert len(set(names)) == len(names), f"duplicate key: {line}"
+        for value in (*names, *(v for _, v in items)):
+            if isinstance(value, str):
+                value.encode("utf-8")
+        return dict(items)
+
+    obj: dict[str, Any] = json.loads(data.decode("utf-8", "strict"), object_pairs_hook=pairs)
+    return obj
+
+
+@pytest.mark.parametrize("item", [s for s in SAMPLES if not isinstance(s, CommEvent)], ids=lambda i: type(i).__name__)
 def test_json_is_json_dumps_of_to_dict(item: ProcessEvent | Loss) -> None:
     line = JsonFormat()(item)
     assert line == json.dumps(item.to_dict())
-    obj = json.loads(line)
+    obj = strict_json(line)
     assert list(obj) == keys(obj["event"])
+
+
+def test_json_comm_that_is_utf8() -> None:
+    line = JsonFormat()(CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\ café'))
+    assert line == json.dumps(CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\ café').to_dict())
+    assert strict_json(line)["comm"] == 'we"ird\\ café'
+
+
+def test_json_comm_that_is_not_utf8_keeps_its_bytes_in_hex() -> None:
+    line = JsonFormat()(comm_event(b"\xff\xfename"))
+    assert line.isascii()
+    obj = strict_json(line)
+    assert list(obj) == [*keys("comm"), "comm_hex"]
+    assert obj["comm"] == "\ufffd\ufffdname"
+    assert obj["comm_hex"] == "fffe6e616d65"
+
+
+@pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
+def test_json_hostile_names(raw: bytes, shown: str) -> None:
+    obj = strict_json(JsonFormat()(comm_event(raw)))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        assert obj["comm"] == raw.decode("utf-8", "replace")
+        assert bytes.fromhex(obj["comm_hex"]) == raw
+    else:
+        assert obj["comm"] == text
+        assert "comm_hex" not in obj
 
 
 def test_json_keys_are_the_contract() -> None:
@@ -477,26 +544,6 @@ def test_console_script() -> None:
 
 # --- Hostile names on a terminal ---------------------------------------------
 
-# (comm bytes, as the kernel holds them; the text a terminal must show)
-HOSTILE: list[tuple[bytes, str]] = [
-    (b"\x1b[3A\x1b[J", r"\x1b[3A\x1b[J"),  # cursor up 3, erase below
-    (b"a\nforged line", r"a\nforged line"),
-    (b"x\rover", r"x\rover"),
-    (b"\x1b]0;pwned\x07", r"\x1b]0;pwned\x07"),  # OSC: set the window title
-    (b"\xc2\x9b2J", r"\u009b2J"),  # U+009B, the one-character CSI, in UTF-8
-    (b"\x9b2J", r"\x9b2J"),  # the byte 0x9b alone: not UTF-8
-    (b"\xff\xfename", r"\xff\xfename"),
-    (b"\xe2\x80\xaegnp.exe", r"\u202egnp.exe"),  # RIGHT-TO-LEFT OVERRIDE
-    (b"\xe2\x81\xa6iso\xe2\x81\xa9", r"\u2066iso\u2069"),  # LEFT-TO-RIGHT ISOLATE .. POP
-    (b"back\\x1b", r"back\\x1b"),  # a backslash is escaped too: never mistaken for an escape
-    (b"del\x7f\x08\t", r"del\x7f\x08\t"),
-    (b"caf\xc3\xa9", "café"),  # printable UTF-8 stays as it is
-]
-
-
-def comm_event(raw: bytes, pid: int = 4242) -> CommEvent:
-    return CommEvent(1, 0, 10**12, pid, pid, raw.decode("utf-8", "surrogateescape"))
-
 
 def through_a_pty(before: bytes, data: bytes, columns: int = 200) -> pyte.Screen:
     """Write ``before`` and ``data`` to a real pty's slave end, read the master
@@ -585,12 +632,12 @@ def test_a_terminal_that_cannot_show_a_character_gets_an_escape() -> None:
     assert terminal("café").encode("ascii", ENCODE_ERRORS) == b"caf\\u00e9"
 
 
-def _pr_set_name_loop() -> str:
+def _pr_set_name_loop(names: list[bytes] | None = None) -> str:
     # A child that renames itself with each hostile name in turn, until stdin closes.
     return (
         "import ctypes, os, select, sys, time\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
-        f"names = {[raw for raw, _ in HOSTILE]!r}\n"
+        f"names = {names or [raw for raw, _ in HOSTILE]!r}\n"
         "while not select.select([sys.stdin], [], [], 0)[0]:\n"
         "    for name in names:\n"
         "        if libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) != 0:\n"
@@ -644,3 +691,60 @@ def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
     pyte.ByteStream(screen).feed(out)
     assert [row.rstrip() for row in screen.display] == [*lines, ""]
     assert screen.title == ""
+
+
+JQ = shutil.which("jq")
+
+
+@root
+def test_watch_json_of_a_child_with_a_name_that_is_not_utf8(cleanup: list[Watch]) -> None:
+    names = [b"\xff\xfe\x1b[J", b"plain"]
+    w = Watch("--format", "json", "--events", "comm")
+    cleanup.append(w)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop(names)], stdin=subprocess.PIPE)
+    try:
+        w.until(lambda lines: {json.loads(line).get("comm") for line in lines} >= {"\ufffd\ufffd\x1b[J", "plain"})
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+    w.proc.send_signal(signal.SIGINT)
+    status, _ = w.finish()
+    assert status == 0
+    objs = [strict_json(line) for line in w.lines]
+    from_child = [o for o in objs if o.get("process_pid") == child.pid]
+    assert {(o["comm"], o.get("comm_hex")) for o in from_child} == {
+        ("\ufffd\ufffd\x1b[J", "fffe1b5b4a"),
+        ("plain", None),
+    }
+
+
+@root
+@pytest.mark.jq
+@pytest.mark.skipif(JQ is None, reason="jq is not installed")
+def test_watch_json_read_by_jq(cleanup: list[Watch]) -> None:
+    # jq replaces a lone surrogate escape with U+FFFD without a word: it must
+    # read every line, and read each comm and comm_hex exactly as Python does.
+    w = Watch("--format", "json", "--events", "comm")
+    cleanup.append(w)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop([b"\xff\x9b", b"ok"])], stdin=subprocess.PIPE)
+    try:
+        w.until(lambda lines: sum(str(child.pid) in line for line in lines) >= 2)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+    w.proc.send_signal(signal.SIGINT)
+    w.finish()
+    assert JQ is not None
+    done = subprocess.run(
+        [JQ, "-c", "[.comm, .comm_hex]"],
+        input="\n".join(w.lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    read_by_jq = [json.loads(line) for line in done.stdout.splitlines()]
+    assert read_by_jq == [[o.get("comm"), o.get("comm_hex")] for o in map(strict_json, w.lines)]
+    assert ["\ufffd\ufffd", "ff9b"] in read_by_jq

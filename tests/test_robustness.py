@@ -490,3 +490,12 @@ def test_watch_text_never_writes_a_control_character() -> None:
         line = fmt(CommEvent(0, 0, 0, 7, 7, raw.decode("utf-8", "surrogateescape")))
         assert line.isprintable(), line
         assert "\n" not in line and "\u202e" not in line
+
+
+def test_watch_json_is_strict_utf8_for_a_name_that_is_not() -> None:
+    from kstructs.cli import JsonFormat
+    from kstructs.events import CommEvent
+
+    line = JsonFormat()(CommEvent(0, 0, 0, 7, 7, b"\xff\xc3".decode("utf-8", "surrogateescape")))
+    obj = json.loads(line.encode("utf-8"))  # a lone surrogate cannot be encoded
+    assert obj["comm"] == "\ufffd\ufffd" and obj["comm_hex"] == "ffc3"
