@@ -22,8 +22,8 @@ from typing import Any
 import pyte
 import pytest
 
-from kstructs.__main__ import KINDS, _kinds
 from kstructs._escape import ENCODE_ERRORS, terminal
+from kstructs._watch import KINDS, _kinds
 from kstructs.cli import PRINTED, JsonFormat, TextFormat
 from kstructs.events import (
     PROCESS_EVENTS,
@@ -298,7 +298,8 @@ def cleanup() -> Iterator[list[Watch]]:
 def one_summary_line(stderr: str) -> None:
     assert "Traceback" not in stderr
     (line,) = stderr.splitlines()
-    assert re.fullmatch(r"kstructs: \d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ rejected .*", line), line
+    counts = r"\d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ unprinted at exit, \d+ rejected"
+    assert re.fullmatch(rf"kstructs: {counts} .*", line), line
 
 
 def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
