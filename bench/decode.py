@@ -135,9 +135,9 @@ def main() -> int:
             times[name] = min(times[name], best_time(f, data))
     base = times["struct.unpack decoder (baseline)"]
     rows: list[list[object]] = []
-    for name, f in found.items():
-        if not callable(f):
-            rows.append([name, f, "", ""])
+    for name, entry in found.items():
+        if not callable(entry):
+            rows.append([name, entry, "", ""])
             continue
         per = times[name] / len(data)
         rows.append([name, f"{per * 1e6:.2f}", f"{1 / per:,.0f}", f"{base / times[name]:.2f}x"])
