@@ -176,9 +176,9 @@ def main() -> int:
             times[name] = min(times[name], best_time(f, data))
     base = times["struct.unpack decoder (baseline)"]
     rows: list[list[object]] = []
-    for name, f in found.items():
-        if not callable(f):
-            rows.append([name, f, "", "", ""])
+    for name, entry in found.items():
+        if not callable(entry):
+            rows.append([name, entry, "", "", ""])
             continue
         per = times[name] / len(data)
         vs_old = f"{times[old_name] / times[name]:.3f}x" if old_name in times else ""
