@@ -243,7 +243,7 @@ class EventStream:
                             self._check_seq(out, cpu, seq)
                         last_seq[cpu] = seq
                     if cls is AckEvent and ev.ack == want_ack:  # type: ignore[union-attr]
-                        if self.ack is None or self.ack.err:
+                        if self.ack is None or (self.ack.err and not ev.err):  # type: ignore[union-attr]
                             self.ack = ev  # type: ignore[assignment]
                         continue
                     if passing is not None and cls not in passing and not matches(ev, kinds):
