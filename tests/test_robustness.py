@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -771,3 +771,281 @@ def test_watch_accounts_for_a_backlog_behind_a_slow_pipe(tmp_path: Path) -> None
     assert forks + exits + missing >= 2 * len(children), (forks, exits, missing, err)
     unprinted = sum(o["count"] for o in objs if o["event"] == "lost" and o["reason"] == "exit")
     assert f" {unprinted} unprinted at exit" in err and f"kstructs: {len(printed)} events" in err, err
+
+
+# --- Listener ---
+#
+# The listener's promises under fork(), forged replies, interrupts, kernel
+# drops nobody read, and close() from another thread. Each test below failed
+# against the listener before its fix.
+
+LISTENER_TIMEOUT = 60.0  # seconds one of these tests may take: SIGALRM ends it
+
+
+@contextlib.contextmanager
+def alarm(seconds: float = LISTENER_TIMEOUT) -> Iterator[None]:
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the test took over {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def replies_to(items: list[Item], nonce: int) -> int:
+    from kstructs.events import AckEvent
+
+    return sum(1 for e in items if isinstance(e, AckEvent) and e.ack == (nonce + 1) & 0xFFFFFFFF)
+
+
+def in_child(body: Callable[[], None]) -> int:
+    """Run ``body`` in a forked child; its exit status (0: it returned)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("how", ["close", "with"])
+def test_a_child_closing_an_inherited_listener_leaves_the_parent_listening(how: str) -> None:
+    # Linux 6.6 keeps the subscription per socket: an IGNORE from the child,
+    # on the socket both share, would stop the parent's events.
+    with alarm(), Listener() as watcher, Listener() as listener:
+
+        def child() -> None:
+            if how == "with":
+                with listener:
+                    pass
+            else:
+                listener.close()
+
+        assert in_child(child) == 0
+        assert probe_arrives(listener)
+        nonce = listener._nonce
+        listener.close()
+        seen = drain(watcher, limit=5.0, until=lambda: False)
+        assert replies_to(seen, nonce) == 2  # the LISTEN and the parent's IGNORE
+
+
+@pytest.mark.root
+def test_a_child_closing_after_the_parent_sends_no_second_ignore() -> None:
+    with alarm(), Listener() as watcher:
+        listener = Listener().open()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.close(go_w)
+                os.read(go_r, 1)  # the parent has closed
+                listener.close()
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(go_r)
+        nonce = listener._nonce
+        listener.close()
+        assert listener.ignore_sent
+        os.write(go_w, b"x")
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        seen = drain(watcher, limit=5.0, until=lambda: False)
+        assert replies_to(seen, nonce) == 2  # the LISTEN and one IGNORE
+
+
+def sent_requests(
+    monkeypatch: pytest.MonkeyPatch, around: Callable[[McastRequest], None] | None = None
+) -> list[McastRequest]:
+    """Log every request a Listener sends (``around`` runs before and after each)."""
+    sent: list[McastRequest] = []
+    real = Listener._send
+
+    def send(self: Listener, message: bytes) -> None:
+        request = parse_request(message)
+        if around is not None:
+            around(request)
+        sent.append(request)
+        real(self, message)
+        if around is not None:
+            around(request)
+
+    monkeypatch.setattr(Listener, "_send", send)
+    return sent
+
+
+@pytest.mark.root
+def test_the_subscribe_nonce_comes_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs import listener as listener_module
+
+    sent = sent_requests(monkeypatch)
+    with Listener() as a, Listener() as b:
+        assert [r.ack for r in sent] != [a.port_id, b.port_id]
+
+    class Fixed:
+        @staticmethod
+        def randbits(k: int) -> int:
+            assert k == 32
+            return 0x5EC2E7
+
+    monkeypatch.setattr(listener_module, "secrets", Fixed)
+    sent.clear()
+    with alarm(), Listener():
+        pass
+    assert [r.ack for r in sent] == [0x5EC2E7]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("events", [None, EventKind.FORK], ids=["all", "filtered"])
+def test_a_forged_error_reply_does_not_stop_open(monkeypatch: pytest.MonkeyPatch, events: EventKind | None) -> None:
+    # A process that knows a request's nonce asks the kernel, under it, for
+    # an invalid op: the kernel multicasts its EINVAL replies around ours.
+    from kstructs.events import encode_mcast
+
+    forger = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    forger.bind((0, 0))
+
+    def forge(request: McastRequest) -> None:
+        if request.op == cn_proc.PROC_CN_MCAST_LISTEN:
+            forger.sendto(encode_mcast(0x7F, seq=1, ack=request.ack), (0, 0))
+
+    sent = sent_requests(monkeypatch, forge)
+    try:
+        with alarm(), Listener(events) as listener:
+            assert not listener.closed
+            assert probe_arrives(listener)
+    finally:
+        forger.close()
+    assert sent[0].op == cn_proc.PROC_CN_MCAST_LISTEN
+
+
+@pytest.mark.root
+def test_an_error_reply_is_confirmed_under_a_fresh_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs.events import AckEvent
+
+    real = Listener._request
+    answers: list[int] = []
+
+    def first_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
+        ack = real(self, events, timeout)
+        answers.append(self._nonce)
+        if len(answers) == 1 and ack is not None:
+            return ack._replace(err=errno.EINVAL)  # a forgery under the first nonce
+        return ack
+
+    monkeypatch.setattr(Listener, "_request", first_refused)
+    with alarm(), Listener() as listener:
+        assert len(answers) == 2 and answers[0] != answers[1]
+        assert probe_arrives(listener)
+
+    def always_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
+        ack = real(self, events, timeout)
+        return None if ack is None else ack._replace(err=errno.EINVAL)
+
+    monkeypatch.setattr(Listener, "_request", always_refused)
+    with alarm(), pytest.raises(OSError, match="refused PROC_CN_MCAST_LISTEN: Invalid argument") as info:
+        Listener().open()
+    assert info.value.errno == errno.EINVAL
+
+
+def exits_of(command: str, n: int) -> list[int]:
+    """Run ``command`` ``n`` times, one after the other; their pids."""
+    pids = []
+    for _ in range(n):
+        proc = subprocess.Popen([command])
+        proc.wait()
+        pids.append(proc.pid)
+    return pids
+
+
+@pytest.mark.root
+def test_an_interrupt_as_recvmmsg_returns_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A signal that arrives during recvmmsg() is raised as the call returns,
+    # before the caller has the count: the datagrams must still be there.
+    from kstructs._recvmmsg import Batch
+
+    real = Batch.receive
+    interrupted = [False]
+
+    def receive(self: Batch, fd: int, flags: int) -> int:
+        n = real(self, fd, flags)
+        if n > 0 and not interrupted[0]:
+            interrupted[0] = True
+            raise KeyboardInterrupt
+        return n
+
+    with alarm(), Listener(EventKind.EXIT) as listener:
+        assert listener._batch is not None
+        pids = exits_of("true", 5)
+        time.sleep(0.1)  # all five queued: one recvmmsg() takes them
+        monkeypatch.setattr(Batch, "receive", receive)
+        with pytest.raises(KeyboardInterrupt):
+            listener.read()
+        assert interrupted[0]
+        got: list[Item] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not set(pids) <= {getattr(e, "process_pid", None) for e in got}:
+            got += listener.read()
+            select.select([listener.fileno()], [], [], 0.05)
+        mine = [e.process_pid for e in got if isinstance(e, ExitEvent) and e.process_pid in pids]
+        assert mine == pids, (mine, pids)
+
+
+@pytest.mark.root
+def test_drops_nobody_read_are_counted_in_stats_and_at_close() -> None:
+    # The reader stops while the queue is full: no ENOBUFS was ever
+    # received, yet stats.lost must count the kernel's drops.
+    with alarm():
+        listener = Listener(EventKind.FORK | EventKind.EXIT, rcvbuf=SMALL_RCVBUF).open()
+        try:
+            storm(300)
+            before = kernel_drops(listener)
+            lost = listener.stats.lost
+            after = kernel_drops(listener)
+            assert before > 0, "the storm did not overflow the receive queue"
+            assert before <= lost <= after
+            items = listener.read()  # some of what is queued, then stop
+            assert len(items) >= 1
+            storm(300)
+            last = kernel_drops(listener)
+        finally:
+            listener.close()
+        assert listener.stats.lost >= last
+
+
+@pytest.mark.root
+def test_close_from_another_thread_wakes_the_reader() -> None:
+    import threading
+
+    with alarm():
+        listener = Listener(EventKind.PTRACE).open()  # nothing here ptraces: the reader blocks
+        ended: list[str] = []
+
+        def read() -> None:
+            try:
+                for _ in listener:
+                    pass
+                ended.append("ended")
+            except BaseException as e:  # pragma: no cover - reported below
+                ended.append(repr(e))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(0.3)  # in poll()
+        assert reader.is_alive()
+        listener.close()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "the reader is still blocked after close()"
+        assert ended == ["ended"]
+        assert listener.closed
