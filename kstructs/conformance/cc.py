@@ -27,7 +27,6 @@ import contextlib
 import ctypes
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -36,7 +35,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -403,7 +401,7 @@ class _Program:
 def _program(
     headers: Sequence[str], prelude: str, queries: Sequence[Query], static: list[int], folded: list[int]
 ) -> _Program:
-    nonce = secrets.randbits(32)
+    nonce = int.from_bytes(os.urandom(4), "little")  # unpredictable: a header cannot forge the framing
     lines = [f"#include <{h}>" for h in headers]
     lines += ["#include <stddef.h>", prelude]
     at: dict[int, int] = {}
@@ -494,6 +492,8 @@ def evaluate_groups(cc: Compiler, groups: Sequence[Group]) -> list[Evaluation]:
     """``evaluate`` for several programs (headers that cannot share one), two at a time."""
     if len(groups) <= 1:
         return [evaluate(cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude) for g in groups]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1, 4)) as pool:
         futures = [
             pool.submit(evaluate, cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude)
