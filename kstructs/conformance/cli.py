@@ -137,6 +137,8 @@ def describe(modules: Sequence[str], python: str | None) -> dict[str, Any]:
             return discover.document(list(modules))
         except discover.DiscoverError as e:
             raise CheckError(str(e)) from None
+        except Exception as e:  # a class ctypes itself cannot describe: say which, in one line
+            raise CheckError(f"cannot describe {', '.join(modules)}: {type(e).__name__}: {e}") from None
     argv = [python, "-I", str(Path(discover.__file__)), "--path", str(Path.cwd())]
     for root in _import_roots(modules):
         argv += ["--path", root]

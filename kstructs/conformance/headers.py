@@ -248,7 +248,8 @@ def _constant(
 ) -> None:
     item = expr if is_name(expr) else name
     present = have.constant(expr) if is_name(expr) else True
-    if not present and not b.complete and name not in b.constant_exprs and _added_in(b, item) is None:
+    explicit = name in b.constant_exprs or f"{name.rpartition('.')[0]}.*" in b.constant_exprs
+    if not present and not b.complete and not explicit and _added_in(b, item) is None:
         note = "no C macro or enumerator of this name: give one with --constant"
         run.findings.append(Finding("not-compared", name, v, None, "headers", note))
         return
@@ -386,9 +387,12 @@ def _value(run: _Run, fact: _Fact, c: int, values: Mapping[int, int], by_unit: M
     j = by_unit.get(f"{fact.unit}#width")
     width = values.get(j) if j is not None else None
     if width:
-        modulus = 1 << (8 * width)
-        if (fact.expected - c) % modulus == 0:
-            note = f"equal as {8 * width}-bit values (the C type's width)"
+        bits = 8 * width
+        if all(-(1 << 31) <= v < (1 << 32) for v in (fact.expected, c)):
+            # An ioctl number is an unsigned int to the kernel, whatever the macro's C type.
+            bits = min(bits, 32)
+        if (fact.expected - c) % (1 << bits) == 0:
+            note = f"equal as {bits}-bit values"
             return Finding("width", fact.item, fact.expected, c, "headers", note)
     for bits in (32, 64):
         if (fact.expected - c) % (1 << bits) == 0:
