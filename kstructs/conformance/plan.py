@@ -230,8 +230,8 @@ def enum_names(binding: Binding, have: Have) -> tuple[dict[str, tuple[str, int]]
 
     ``constant_exprs`` may name a member (``Enum.MEMBER``) or all of them by a
     prefix (``Enum.*`` = ``PREFIX_*``); otherwise a member is the C name of
-    the same spelling, or that spelling after the one prefix that the most of
-    the enum's members share in C."""
+    the same spelling, or that spelling after the prefix that most of the
+    enum's members share in C (more than half of them, or none is used)."""
     out: dict[str, tuple[str, int]] = {}
     unnamed: list[str] = []
     for qualname, members in binding.enums.items():
@@ -252,7 +252,11 @@ def enum_names(binding: Binding, have: Have) -> tuple[dict[str, tuple[str, int]]
                 out[name] = (star.rstrip("*") + m, value)
             elif have.constant(m):
                 out[name] = (m, value)
-            elif best is not None and counts[best] > 1 and (have.constant(best + m) or best + m in binding.added_in):
+            elif (
+                best is not None
+                and 2 * counts[best] > len(members)
+                and (have.constant(best + m) or best + m in binding.added_in)
+            ):
                 out[name] = (best + m, value)  # an item newer than the headers is still named, as newer
             else:
                 unnamed.append(name)
