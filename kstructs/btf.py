@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from kstructs.errors import BtfError
+from kstructs import _elf
+from kstructs.errors import BtfError, ElfError
 
 __all__ = ["BtfError", "Enumerator", "Kind", "Member", "Type", "Btf"]
 
@@ -177,8 +178,14 @@ class Btf:
     def load(cls, path: str | Path) -> Btf:
         """Read raw BTF, or the ``.BTF`` section of an ELF file. ``OSError`` if unreadable."""
         data = Path(path).read_bytes()
-        if data[:4] == b"\x7fELF":
-            data = _elf_section(data, ".BTF")
+        if _elf.is_elf(data):
+            try:
+                found = _elf.section(data, ".BTF")
+            except ElfError as e:
+                raise BtfError(str(e)) from e
+            if found is None:
+                raise BtfError("no .BTF section in the ELF file")
+            data = found.data
         return cls(data)
 
     def _scan(self) -> None:
@@ -346,33 +353,3 @@ class Btf:
             for (name_off,) in struct.iter_unpack(self._order + "I" + "x" * (entry - 4), entries):
                 index.setdefault(name_off, []).append(type_id)
         return index
-
-
-def _elf_section(data: bytes, name: str) -> bytes:
-    """The contents of section ``name`` of an ELF file."""
-    if len(data) < 0x34:
-        raise BtfError(f"ELF file too short: 0x{len(data):x} bytes")
-    elf_class, elf_data = data[4], data[5]
-    if elf_class not in (1, 2) or elf_data not in (1, 2):
-        raise BtfError(f"bad ELF class/data 0x{elf_class:x}/0x{elf_data:x}")
-    o = "<" if elf_data == 1 else ">"
-    if elf_class == 2:
-        (shoff,) = struct.unpack_from(o + "Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(o + "HHH", data, 0x3A)
-        shdr = struct.Struct(o + "IIQQQQIIQQ")
-    else:
-        (shoff,) = struct.unpack_from(o + "I", data, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(o + "HHH", data, 0x2E)
-        shdr = struct.Struct(o + "IIIIIIIIII")
-    if shentsize < shdr.size or shoff + shnum * shentsize > len(data) or shstrndx >= shnum:
-        raise BtfError(f"bad ELF section header table at 0x{shoff:x}")
-    headers = [shdr.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-    names_at = headers[shstrndx][4]
-    for h in headers:
-        end = data.find(b"\0", names_at + h[0])
-        if data[names_at + h[0] : end].decode(errors="replace") == name:
-            offset, size = h[4], h[5]
-            if offset + size > len(data):
-                raise BtfError(f"ELF section {name} past the end of the file: 0x{offset + size:x}")
-            return data[offset : offset + size]
-    raise BtfError(f"no {name} section in the ELF file")

@@ -9,19 +9,18 @@ bytes out and nothing is run, so any cross compiler will do.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kstructs.btf import _elf_section
-from kstructs.conformance.cc import _errors, _first_error, _missing_header, _run
-from kstructs.errors import BtfError, CheckError
+from kstructs._elf import ElfError, section
+from kstructs.conformance.cc import Compiler, _errors, _first_error, _missing_header, _read, _text, _write, workdir
+from kstructs.errors import CheckError
 
 MAX_ROUNDS = 20
 
 
 def bitfield_bytes(
-    cc: Sequence[str], headers: Sequence[str], include_dirs: Sequence[Path], entries: Sequence[tuple[str, str]]
+    cc: Compiler, headers: Sequence[str], include_dirs: Sequence[Path], entries: Sequence[tuple[str, str]]
 ) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, str]]:
     """For each (C type, designator path): the bytes with the field at -1 and at 1.
     Entries that do not compile are returned with the compiler's message instead."""
@@ -31,8 +30,8 @@ def bitfield_bytes(
     out: dict[int, tuple[bytes, bytes]] = {}
     if not entries:
         return out, failed
-    with tempfile.TemporaryDirectory(prefix="kstructs-") as tmp:
-        src, obj = Path(tmp, "bits.c"), Path(tmp, "bits.o")
+    with workdir() as tmp:
+        src, obj = tmp / "bits.c", tmp / "bits.o"
         for _ in range(MAX_ROUNDS):
             lines = [f"#include <{h}>" for h in headers]
             first = len(lines) + 1
@@ -42,31 +41,34 @@ def bitfield_bytes(
                     f'__attribute__((used, section(".kstructs.b{i}"))) static const {ctype} kstructs_b{i}[2]'
                     f" = {{ {{ .{path} = -1 }}, {{ .{path} = 1 }} }};"
                 )
-            src.write_text("\n".join([*lines, ""]))
-            built = _run([*cc, *flags, "-c", "-o", str(obj), str(src)], "the C compiler", tmp)
+            _write(src, "\n".join([*lines, ""]))
+            built = cc.run([*flags, "-c", "-o", str(obj), str(src)], "the C compiler", tmp)
             if built.returncode == 0:
                 break
-            if (name := _missing_header(built.stderr)) is not None:
+            if (name := _missing_header(built.output)) is not None:
                 raise CheckError(f"headers not found: {name}")
             bad: dict[int, str] = {}
-            for file, line, msg, notes in _errors(built.stderr):
+            for file, line, msg, notes in _errors(built.output):
                 for f, n in [(file, line), *notes]:
                     if Path(f).name == src.name and first <= n < first + len(live):
                         bad.setdefault(live[n - first], msg)
             if not bad:
-                raise CheckError(f"the bitfield probe does not compile: {_first_error(built.stderr)}")
+                raise CheckError(f"the bitfield probe does not compile: {_first_error(built.output)}")
             failed.update(bad)
             live = [i for i in live if i not in failed]
             if not live:
                 return out, failed
         else:
             raise CheckError(f"the bitfield probe does not compile after {MAX_ROUNDS} rounds of removing failed items")
-        data = obj.read_bytes()
+        data = _read(obj, "object file")
     for i in live:
         try:
-            both = _elf_section(data, f".kstructs.b{i}")
-        except BtfError as e:
-            raise CheckError(f"unreadable bitfield probe object: {e}") from None
+            found = section(data, f".kstructs.b{i}")
+        except ElfError as e:
+            raise CheckError(f"unreadable bitfield probe object: {_text(e)}") from None
+        if found is None:
+            raise CheckError(f"the bitfield probe object has no section .kstructs.b{i}")
+        both = found.data
         half = len(both) // 2
         out[i] = (both[:half], both[half:])
     return out, failed

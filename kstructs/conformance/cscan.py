@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from kstructs.conformance.cc import _first_error, _missing_header, _run
+from kstructs.conformance.cc import MAX_OUTPUT, Compiler, _first_error, _missing_header, _text, _write, workdir
 from kstructs.errors import CheckError
 
 # ---------------------------------------------------------------------------
@@ -64,6 +63,7 @@ class _Parser:
     def __init__(self, text: str, items: _HeaderItems) -> None:
         self.tokens = _TOKEN.findall(text)
         self.pos = 0
+        self.depth = 0
         self.items = items
 
     def peek(self) -> str | None:
@@ -107,8 +107,12 @@ class _Parser:
             self.enumerators()
             return None, tag
         record = _CRecord(keyword, tag, [])
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise CheckError(f"the headers nest declarations over {MAX_DEPTH} levels deep")
         while (tok := self.peek()) is not None and tok != "}":
             record.members += self.declaration(top=False)
+        self.depth -= 1
         self.take()
         if tag is not None:
             self.items.records[f"{keyword} {tag}"] = record
@@ -245,44 +249,82 @@ def _include_guard(name: str, body: str, function_like: bool) -> bool:
     return not function_like and (not body or (body == "1" and re.search(r"_H_*$|_INCLUDED_*$", name) is not None))
 
 
-def _scan(cc: list[str], headers: Sequence[str], include_dirs: Sequence[Path]) -> _Scan:
-    """Preprocess the headers once (``-E -dD``): their macros, with the C text of each, parsed."""
+MAX_TEXT: Final = 8 << 20  # bytes of the checked headers' own declarations parsed
+MAX_DEPTH: Final = 200  # nesting of records and enums in one declaration
+_UNDEF = re.compile(r"^#undef\s+(?P<name>[A-Za-z_]\w*)")
+_VERSION_CODE = re.compile(r"\s*(?P<code>[0-9]{1,10})\s*")
+
+
+def _unescape(path: str) -> str:
+    """A line marker's file name: C escapes undone, bytes decoded with replacement."""
+    if "\\" not in path:
+        return path
+    raw = re.sub(
+        rb"\\([0-7]{1,3}|.)",
+        lambda m: bytes([int(m[1], 8) & 0xFF]) if m[1][:1].isdigit() else m[1],
+        path.encode("utf-8", "surrogateescape"),
+    )
+    return raw.decode("utf-8", "replace")
+
+
+def _scan(cc: Compiler, headers: Sequence[str], include_dirs: Sequence[Path]) -> _Scan:
+    """Preprocess the headers once (``-E -dD``): their macros, with the C text of each, parsed.
+
+    What is read is bounded: the preprocessed file (``MAX_OUTPUT``), the
+    checked headers' own text (``MAX_TEXT``) and the nesting of their
+    declarations (``MAX_DEPTH``)."""
     lines = [f"#include <{h}>" for h in headers]
     lines += ["#if defined(__has_include)", "#if __has_include(<linux/version.h>)", "#include <linux/version.h>"]
     lines += ["#endif", "#endif", ""]
-    with tempfile.TemporaryDirectory(prefix="kstructs-") as tmp:
-        src = Path(tmp, "scan.c")
-        src.write_text("\n".join(lines))
-        flags = [f"-I{d}" for d in include_dirs]
-        done = _run([*cc, "-E", "-dD", *flags, str(src)], "the C compiler", tmp)
-    if done.returncode != 0:
-        if (name := _missing_header(done.stderr)) is not None:
-            raise CheckError(f"headers not found: {name}")
-        raise CheckError(f"the headers do not preprocess: {_first_error(done.stderr)}")
     items = {h: _HeaderItems() for h in headers}
     texts: dict[str, list[str]] = {h: [] for h in headers}
+    size = 0
     current: str | None = None
     version: str | None = None
-    for text in done.stdout.splitlines():
-        if (marker := _LINE_MARKER.match(text)) is not None:
-            path = marker["file"]
-            current = next((h for h in headers if path == h or path.endswith("/" + h)), None)
-            if current is not None and not items[current].path:
-                items[current].path = path
-            continue
-        if text.startswith("#define "):
-            d = _DEFINE.match(text)
-            if d is None:
-                continue
-            if d["name"] == "LINUX_VERSION_CODE" and d["body"].strip().isdigit():
-                code = int(d["body"])
-                version = f"{code >> 16}.{(code >> 8) & 0xFF}"
-            if current is not None and not _include_guard(d["name"], d["body"].strip(), bool(d["paren"])):
-                items[current].macros[d["name"]] = bool(d["paren"])
-        elif text.startswith("#undef ") and current is not None:
-            items[current].macros.pop(text.split()[1], None)
-        elif current is not None and not text.startswith("#"):
-            texts[current].append(text)
+    with workdir() as tmp:
+        src, out = tmp / "scan.c", tmp / "scan.i"
+        _write(src, "\n".join(lines))
+        flags = [f"-I{d}" for d in include_dirs]
+        done = cc.run(["-E", "-dD", *flags, "-o", str(out), str(src)], "the C compiler", tmp)
+        if done.returncode != 0:
+            if (name := _missing_header(done.output)) is not None:
+                raise CheckError(f"headers not found: {_text(name)}")
+            raise CheckError(f"the headers do not preprocess: {_text(_first_error(done.output))}")
+        try:
+            if out.stat().st_size > MAX_OUTPUT:
+                raise CheckError(f"the preprocessed headers are over 0x{MAX_OUTPUT:x} bytes: too large to scan")
+            with open(out, encoding="utf-8", errors="replace", newline="\n") as f:
+                for raw in f:
+                    text = raw.rstrip("\n")
+                    if (marker := _LINE_MARKER.match(text)) is not None:
+                        path = _unescape(marker["file"])
+                        current = next((h for h in headers if path == h or path.endswith("/" + h)), None)
+                        if current is not None and not items[current].path:
+                            items[current].path = path
+                        continue
+                    if text.startswith("#define "):
+                        d = _DEFINE.match(text)
+                        if d is None:
+                            continue
+                        if d["name"] == "LINUX_VERSION_CODE" and (v := _VERSION_CODE.fullmatch(d["body"])):
+                            code = int(v["code"])
+                            version = f"{code >> 16}.{(code >> 8) & 0xFF}"
+                        if current is not None and not _include_guard(d["name"], d["body"].strip(), bool(d["paren"])):
+                            items[current].macros[d["name"]] = bool(d["paren"])
+                    elif text.startswith("#undef"):
+                        if current is not None and (u := _UNDEF.match(text)) is not None:
+                            items[current].macros.pop(u["name"], None)
+                    elif current is not None and not text.startswith("#"):
+                        size += len(text) + 1
+                        if size > MAX_TEXT:
+                            raise CheckError(
+                                f"the headers' declarations are over 0x{MAX_TEXT:x} bytes: too large to scan"
+                            )
+                        texts[current].append(text)
+        except FileNotFoundError:
+            raise CheckError("the compiler wrote no preprocessed file") from None
+        except OSError as e:
+            raise CheckError(f"cannot read the preprocessed headers: {_text(e.strerror or e)}") from None
     for h in headers:
         _Parser("\n".join(texts[h]), items[h]).parse()
     roots = []

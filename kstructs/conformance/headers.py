@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kstructs.conformance import discover
 from kstructs.conformance.bits import bit_span, bitfield_bytes
-from kstructs.conformance.cc import _compiler, _probe
+from kstructs.conformance.cc import Compiler, _compiler, _probe, include_paths
 from kstructs.conformance.cscan import _record_paths, _scan
 from kstructs.conformance.layout import C_CLASSES, FieldPath, describe_type
 from kstructs.conformance.model import (
@@ -79,7 +79,7 @@ def check_headers(
     bindings: Sequence[Binding],
     *,
     include_dirs: Sequence[str | Path] = (),
-    cc: str | None = None,
+    cc: str | Compiler | None = None,
     discover: bool = True,
     macro_inputs: Sequence[int] = MACRO_INPUTS,
     defines: Sequence[str] = (),
@@ -96,11 +96,8 @@ def check_headers(
     side's differs, layouts are not compared, only values.
     """
     say = progress or (lambda _: None)
-    compiler = [*_compiler(cc), *(f"-D{d}" for d in defines)]
-    dirs = [Path(d).resolve() for d in include_dirs]
-    for d in dirs:
-        if not d.is_dir():
-            raise CheckError(f"include directory not found: {d}")
+    compiler = _compiler(cc, defines)
+    dirs = include_paths(include_dirs)
     headers = list(dict.fromkeys(h for b in bindings for h in b.all_headers))
     if not headers:
         raise CheckError("no header to check against: name one with --header")
