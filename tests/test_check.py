@@ -349,3 +349,24 @@ def test_discover_finds_nested_anonymous_and_enum_members() -> None:
     (outer,) = [r for r in module["records"] if r["name"] == "outer"]
     assert outer["anonymous"] == ["halves"]
     assert ctypes.sizeof(discover.load(RIGHT).outer) == outer["size"]
+
+
+@pytest.mark.wild
+def test_linuxpy_findings_are_each_accounted_for() -> None:
+    """Opt-in (pytest -m wild): linuxpy from PyPI, every mismatch a bug a C program in tools/wild shows."""
+    done = subprocess.run(
+        [sys.executable, str(HERE.parent / "tools" / "wild_check.py"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert {m["module"] for m in doc["modules"]} >= {"linuxpy.video.raw", "linuxpy.usb.raw"}
+    assert all(not m["unexplained"] for m in doc["modules"])
+    usb = next(m for m in doc["modules"] if m["module"] == "linuxpy.usb.raw")
+    assert usb["confirmed"]["flexible_as_pointer.c"] > 0
+    assert (
+        "USBDEVFS_SUBMITURB               C 0x8038550a  linuxpy 0x8040550a" in doc["programs"]["flexible_as_pointer.c"]
+    )

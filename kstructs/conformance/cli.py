@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from kstructs.conformance import config, discover
 from kstructs.conformance.btfcheck import check_btf
+from kstructs.conformance.cc import compiler
 from kstructs.conformance.headers import check_headers
 from kstructs.conformance.layout import RecordInfo
 from kstructs.conformance.model import CATEGORIES, DEFAULT_BTF, Binding, Finding, Report
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace, prog: str = "kstructs check") -> int:
         progress("importing the modules")
         doc = describe([m.module for m in opts.modules], opts.python)
         pairs = bindings(doc, opts)
-        cc = opts.cc or (f"{opts.target}-gcc" if opts.target else None)
+        cc = compiler(opts.cc, target=opts.target)
         reports: list[Report] = []
         # Modules that need other include directories or defines are compiled apart.
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Binding]] = {}
@@ -276,6 +277,8 @@ def _emit(text: str) -> None:
 
 def _printable(text: str) -> str:
     """Header and compiler text as a terminal may show it: control characters escaped."""
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 

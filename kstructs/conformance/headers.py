@@ -65,7 +65,7 @@ class _Run:
     absent: list[tuple[str, Value]] = field(default_factory=list)  # known absent and recorded newer
     layout_units: set[str] = field(default_factory=set)
     skipped: dict[str, str] = field(default_factory=dict)  # skip key -> reason, when it matched
-    width: dict[str, int] = field(default_factory=dict)  # width fact unit -> index
+    doubtful: set[str] = field(default_factory=set)  # presence units the scan did not find
 
 
 def _skip_key(binding: Binding, item: str) -> str | None:
@@ -115,7 +115,17 @@ def check_headers(
     abi_facts = [_Fact(f"#abi.{k}", k, "value", None, e) for k, e in ABI_FACTS.items()]
     every = [*run.facts, *abi_facts, *extra_facts]
     say(f"compiling {len(every)} facts")
-    values, failed = _probe(compiler, headers, dirs, every)
+    # Items the scan did not find would fail the big program's compile, round after round:
+    # the compiler still judges them, in a small program of their own.
+    doubtful = [i for i, f in enumerate(every) if f.presence in run.doubtful]
+    sure = [i for i, f in enumerate(every) if f.presence not in run.doubtful]
+    values: dict[int, int] = {}
+    failed: dict[str, str] = {}
+    for part in (sure, doubtful):
+        if part:
+            part_values, part_failed = _probe(compiler, headers, dirs, [every[i] for i in part])
+            values.update({part[j]: v for j, v in part_values.items()})
+            failed.update(part_failed)
     base = len(run.facts)
     c_abi = {f.item: values.get(base + i) for i, f in enumerate(abi_facts)}
     mine = dict(abi or host_abi())
@@ -180,6 +190,8 @@ def _plan_binding(b: Binding, have: Have, run: _Run, macro_inputs: Sequence[int]
         if not present and added is not None and (version is None or _version(added) > _version(version)):
             run.absent.append((unit, value))  # not probed: it would not compile
             return False
+        if not present:
+            run.doubtful.add(unit)
         run.facts.extend(unit_facts)
         return True
 
@@ -358,6 +370,10 @@ def _interpret(run: _Run, values: dict[int, int], failed: dict[str, str], plans:
             findings.append(Finding("type", unit, f"a full field of {size} bytes", "a bitfield", "headers"))
             continue
         value = _binding_value(facts, unit)
+        if unit not in run.doubtful:
+            # The headers have it, yet it does not compile here: a header it needs is not included, say.
+            findings.append(Finding("compile-error", unit, value, None, "headers", msg))
+            continue
         finding = _absent(run.owner[unit], unit, value, version=run.version, source="headers")
         findings.append(finding if finding.category == "newer" else replace(finding, note=_join(finding.note, msg)))
     for unit, binding_value in run.absent:
