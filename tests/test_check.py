@@ -68,7 +68,7 @@ def test_a_right_module_conforms() -> None:
         ("width", "CASES_IOCTL"),
     }
     assert doc["kstructs_check"] == 1
-    assert doc["compared"] == {"layouts": True, "values": True}
+    assert doc["compared"] == {"layouts": True, "bitfields": True, "values": True}
     assert doc["checked"] > 90
 
 
@@ -269,10 +269,23 @@ def test_a_foreign_data_model_compares_values_only(tmp_path: Path) -> None:
     fake.chmod(0o755)
     status, got, _ = check(WRONG, *INCLUDE, "--python", str(fake))
     assert status == 1
-    assert got["compared"] == {"layouts": False, "values": True}
+    assert got["compared"] == {"layouts": False, "bitfields": False, "values": True}
     assert mismatches(got) == {("value", "COLOUR_BLUE", 8, 4), ("value", "CASES_IOCTL", -1070827519, 0xC02C7801)}
     (note,) = [f["note"] for f in got["findings"] if f["item"] == "layouts"]
     assert "the binding's interpreter has 4-byte pointers, 4-byte long" in note
+
+
+def test_another_byte_order_compares_all_but_bitfields(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    doc = discover.document([WRONG])
+    doc["abi"] = {**doc["abi"], "big_endian": 1 - doc["abi"]["big_endian"]}
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(doc)}\nEOF\n")
+    fake.chmod(0o755)
+    status, got, _ = check(WRONG, *INCLUDE, "--python", str(fake))
+    assert status == 1
+    assert got["compared"] == {"layouts": True, "bitfields": False, "values": True}
+    assert not {m for m in mismatches(got) if m[0] == "bitfield"}
+    assert ("size", "struct packed_thing", 8, 5) in mismatches(got)
 
 
 @pytest.mark.parametrize(
@@ -370,3 +383,32 @@ def test_linuxpy_findings_are_each_accounted_for() -> None:
     assert (
         "USBDEVFS_SUBMITURB               C 0x8038550a  linuxpy 0x8040550a" in doc["programs"]["flexible_as_pointer.c"]
     )
+
+
+@pytest.mark.wild
+def test_installed_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
+    """Opt-in (pytest -m wild): the wheel alone, no checkout, runs kstructs check."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(HERE.parent)],
+        check=True,
+        timeout=600,
+    )
+    (wheel,) = tmp_path.glob("kstructs-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=300)
+    subprocess.run([str(tmp_path / "venv" / "bin" / "pip"), "install", "-q", str(wheel)], check=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(tmp_path / "venv" / "bin" / "kstructs"),
+            "check",
+            "kstructs.netlink",
+            "kstructs.connector",
+            "kstructs.cn_proc",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith("kstructs check: conforms: ")

@@ -338,6 +338,7 @@ def _document(
     error: str | None = None,
 ) -> dict[str, Any]:
     layouts = not any(f.category == "not-compared" and f.item == "layouts" for f in findings)
+    bitfields = layouts and not any(f.category == "not-compared" and f.item == "bitfields" for f in findings)
     return {
         "kstructs_check": DOCUMENT_VERSION,
         "status": status,
@@ -349,7 +350,7 @@ def _document(
         "modules": modules,
         "binding": binding,
         "target": target,
-        "compared": {"layouts": layouts and status != 2, "values": status != 2},
+        "compared": {"layouts": layouts and status != 2, "bitfields": bitfields and status != 2, "values": status != 2},
         "sources": [
             {"source": r.source, "description": r.description, "linux_version": r.version, "checked": r.checked}
             for r in reports

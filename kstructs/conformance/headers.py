@@ -129,7 +129,18 @@ def check_headers(
     base = len(run.facts)
     c_abi = {f.item: values.get(base + i) for i, f in enumerate(abi_facts)}
     mine = dict(abi or host_abi())
-    comparable = all(c_abi.get(k) == v for k, v in mine.items() if c_abi.get(k) is not None)
+    comparable = all(c_abi.get(k) == v for k, v in mine.items() if c_abi.get(k) is not None and k != "big_endian")
+    same_order = c_abi.get("big_endian") in (None, mine.get("big_endian"))
+    if comparable and not same_order:
+        # Sizes and offsets follow the same rules in either byte order; bitfields do not.
+        order = "big" if c_abi.get("big_endian") else "little"
+        note = (
+            f"the C target is {order}-endian, the binding's interpreter is not: sizes, offsets and values are "
+            "compared, bitfields are not (give --python an interpreter of the target to compare them)"
+        )
+        run.findings.append(Finding("not-compared", "bitfields", None, None, "headers", note))
+        for p in plans:
+            p.bitfields = []
     if not comparable:
         run.findings.append(_foreign(mine, c_abi))
         keep = {i for i, f in enumerate(run.facts) if f.presence not in run.layout_units}
