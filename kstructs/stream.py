@@ -28,13 +28,12 @@ What it does (``keepalived/core/track_process.c`` is the model):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableSequence
+from collections.abc import Iterable, MutableSequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from kstructs.cn_proc import PROC_EVENT_ALL, valid_event
 from kstructs.events import (
-    _KERNEL,
     KERNEL_EVENT_SIZE,
     PROCESS_EVENTS,
     AckEvent,
@@ -43,9 +42,9 @@ from kstructs.events import (
     NetlinkErrorMessage,
     Overrun,
     ParseError,
-    ProcessEvent,
     event_matches,
     parse_events,
+    read_kernel_event,
 )
 
 _U32: Final = 0xFFFFFFFF
@@ -55,25 +54,6 @@ MSG_TRUNC: Final = 0x20
 # What one event costs the receive queue (its skb's truesize), rounded up.
 QUEUED_EVENT_BYTES: Final = 1024
 
-
-def _make_reader() -> Callable[[Buffer, int], ProcessEvent | None]:
-    guard, (nl_head, cn_id, cn_len), readers = _KERNEL
-    new = tuple.__new__
-
-    def read_kernel_event(buffer: Buffer, offset: int) -> ProcessEvent | None:
-        head, ident, length, what = guard(buffer, offset)
-        if head == nl_head and ident == cn_id and length == cn_len:
-            kind = readers.get(what)
-            if kind is not None:
-                read, cls = kind
-                ev: ProcessEvent = new(cls, read(buffer, offset))
-                return ev
-        return None
-
-    return read_kernel_event
-
-
-read_kernel_event: Final = _make_reader()
 
 #: ``(msg_flags, length), (sender port id,), offset``: where one received
 #: datagram is in a buffer, as ``_recvmmsg.Batch.frames()`` tells it.
