@@ -188,7 +188,8 @@ class EventStream:
         # before the kernel narrowed it still pass through here.
         track, last_seq, passing, want_ack, append = self._track, self._last_seq, self._pass, self._want_ack, out.append
         kinds = self.events or 0  # used only when filtering, so never None there
-        size, read, parse, matches = KERNEL_EVENT_SIZE, read_kernel_event, parse_events, event_matches
+        size, read, parse, matches, trunc = KERNEL_EVENT_SIZE, read_kernel_event, parse_events, event_matches, MSG_TRUNC
+        error_cls, overrun_cls, ack_cls = NetlinkErrorMessage, Overrun, AckEvent
         stats, start = self.stats, len(out)
         received = foreign = malformed = filtered = 0
         offset = self.offset
@@ -199,37 +200,43 @@ class EventStream:
                     foreign += 1
                     continue
                 received += 1
-                ev: Event | None = read(buffer, offset) if length == size and not msg_flags & MSG_TRUNC else None
-                items: Iterable[Event]
-                if ev is not None:
-                    items = (ev,)
-                elif msg_flags & MSG_TRUNC:  # longer than the largest datagram the connector sends
-                    malformed += 1
-                    continue
-                else:
+                ev: Event | None = read(buffer, offset) if length == size and not msg_flags & trunc else None
+                rest: list[Event] | None = None
+                if ev is None:
+                    if msg_flags & trunc:  # longer than the largest datagram the connector sends
+                        malformed += 1
+                        continue
                     try:
-                        items = parse(buffer[offset : offset + length])
+                        rest = parse(buffer[offset : offset + length])
                     except ParseError:
                         malformed += 1
                         continue
-                for ev in items:
+                    if not rest:
+                        continue
+                    rest.reverse()
+                    ev = rest.pop()
+                # Each event of the datagram in turn: one, but for the rare
+                # datagram of several messages.
+                while True:
                     cls = type(ev)
-                    if cls is NetlinkErrorMessage or cls is Overrun:
+                    if cls is error_cls or cls is overrun_cls:
                         append(ev)
-                        continue
-                    if track:
-                        seq, cpu = ev.seq, ev.cpu  # type: ignore[union-attr]
-                        if seq - last_seq.get(cpu, seq - 1) != 1:
-                            self._check_seq(out, cpu, seq)
-                        last_seq[cpu] = seq
-                    if cls is AckEvent and ev.ack == want_ack:  # type: ignore[union-attr]
-                        if self.ack is None or (self.ack.err and not ev.err):  # type: ignore[union-attr]
-                            self.ack = ev  # type: ignore[assignment]
-                        continue
-                    if passing is not None and cls not in passing and not matches(ev, kinds):
-                        filtered += 1
-                        continue
-                    append(ev)
+                    else:
+                        if track:
+                            seq, cpu = ev.seq, ev.cpu  # type: ignore[union-attr]
+                            if seq - last_seq.get(cpu, seq - 1) != 1:
+                                self._check_seq(out, cpu, seq)
+                            last_seq[cpu] = seq
+                        if cls is ack_cls and ev.ack == want_ack:  # type: ignore[union-attr]
+                            if self.ack is None or (self.ack.err and not ev.err):  # type: ignore[union-attr]
+                                self.ack = ev  # type: ignore[assignment]
+                        elif passing is not None and cls not in passing and not matches(ev, kinds):
+                            filtered += 1
+                        else:
+                            append(ev)
+                    if not rest:
+                        break
+                    ev = rest.pop()
         finally:
             self.offset = offset
             self._since_pause += received + foreign
