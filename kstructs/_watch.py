@@ -34,6 +34,7 @@ from typing import Final
 
 from kstructs import cli
 from kstructs._escape import ENCODE_ERRORS
+from kstructs._proctable import ProcTable, Task
 from kstructs.cn_proc import EventKind
 from kstructs.events import PROCESS_EVENTS, KstructsError
 from kstructs.listener import Item, Listener, ListenerStats, Loss
@@ -97,6 +98,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help=f"comma-separated kinds to print: {','.join(KINDS)} (default: all)",
     )
+    parser.add_argument(
+        "--name",
+        choices=cli.NAMES,
+        default="comm",
+        help="what names a process: its comm, its command line or its executable (default: comm)",
+    )
+    parser.add_argument(
+        "-x", "--user", action="store_true", help="show the uid and user name of each process (JSON: uid, user)"
+    )
     parser.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     parser.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
 
@@ -107,10 +117,12 @@ class Options:
     events: EventKind | None = None
     duration: float | None = None
     count: int | None = None
+    name: str = "comm"
+    user: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
-        return cls(args.format, args.events, args.duration, args.count)
+        return cls(args.format, args.events, args.duration, args.count, args.name, args.user)
 
 
 @dataclass
@@ -167,7 +179,7 @@ def ignore_stop_signals() -> None:
 
 
 def _watch(options: Options, stop: _Stop) -> int:
-    format_item = cli.formatter(options.format)
+    format_item = cli.formatter(options.format, options.name, options.user)
     try:
         out_fd = sys.stdout.fileno()
         encoding = sys.stdout.encoding
@@ -184,10 +196,13 @@ def _watch(options: Options, stop: _Stop) -> int:
         listener.close()
         print(f"kstructs: {_error_text(e)}", file=sys.stderr)
         return 1
+    # Seeded once subscribed: a process /proc misses has its fork queued.
+    table = ProcTable(cmdline=True, exe=options.name == "exe")
+    table.seed()
     pipe_open = True
     try:
         try:
-            reached = _loop(listener, format_item, out=out, stop=stop, options=options, counts=counts)
+            reached = _loop(listener, format_item, table, out=out, stop=stop, options=options, counts=counts)
         except BrokenPipeError:
             pipe_open, reached = False, False
         except OSError as e:  # stdout itself failed: a full disk, a closed descriptor
@@ -316,7 +331,8 @@ class _Output:
 
 def _loop(
     listener: Listener,
-    format_item: Callable[[Item], str],
+    format_item: Callable[[Item, Task | None], str],
+    table: ProcTable,
     *,
     out: _Output,
     stop: _Stop,
@@ -333,6 +349,7 @@ def _loop(
     deadline = None if options.duration is None else time.monotonic() + options.duration
     printed_types = cli.PRINTED
     stopping = stop.signals
+    apply = table.apply
     while not stopping:
         items = listener.read()
         now = time.monotonic()
@@ -344,13 +361,17 @@ def _loop(
                 kind = type(item)
                 if kind is Loss:
                     assert isinstance(item, Loss)
+                    table.lost()
                     losses.append(item.count)
+                    lines.append(format_item(item, None))
                 elif kind in printed_types:
+                    # Named now, as it arrives: the table follows the events in order.
+                    task = apply(item)  # type: ignore[arg-type]
                     losses.append(0)
                     total += 1
+                    lines.append(format_item(item, task))
                 else:
                     continue
-                lines.append(format_item(item))
                 if total == count:
                     break
             if lines:

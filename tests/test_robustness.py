@@ -485,7 +485,7 @@ def test_watch_text_never_writes_a_control_character() -> None:
     from kstructs.cli import TextFormat
     from kstructs.events import CommEvent
 
-    fmt = TextFormat(proc="/nonexistent")
+    fmt = TextFormat()
     for raw in (b"\nforged", b"\x1b[3A\x1b[J", b"\x1b]0;t\x07", b"\xc2\x9b2J", b"\x9b", b"\xe2\x80\xae", b"\xff"):
         line = fmt(CommEvent(0, 0, 0, 7, 7, raw.decode("utf-8", "surrogateescape")))
         assert line.isprintable(), line
