@@ -107,9 +107,16 @@ class ProcTable:
                 if task is not None:
                     self._put(task)
 
-    def apply(self, ev: ProcessEvent) -> Task | None:
+    def apply(self, ev: ProcessEvent, superseded: bool = False) -> Task | None:
         """Take ``ev`` into the table, as it arrives: the task of the process
-        it is about (for an exit, the entry that just left)."""
+        it is about (for an exit, the entry that just left). ``superseded``:
+        an exec followed by another exec of the same process that has
+        arrived too; /proc shows the later program, so this one's is unknown."""
+        if superseded and isinstance(ev, ExecEvent):
+            task = self._exec(ev)
+            if task is not None:
+                task.comm = task.cmdline = task.exe = None
+            return task
         task = self._apply(ev)
         if task is not None and task.provisional:
             fresh = self._read_comm(task.pid)
@@ -198,7 +205,9 @@ class ProcTable:
         task.comm = self._read_comm(pid)
         task.cmdline = self._read_cmdline(pid) if self.want_cmdline else None
         task.exe = self._read_exe(pid) if self.want_exe else None
-        task.uid = self._read_uid(pid)
+        uid = self._read_uid(pid)
+        if uid is not None:  # gone: the uid it had (only a setuid image would change it)
+            task.uid = uid
         if self.want_cgroup:
             task.cgroup = self._read_cgroup(pid) or task.cgroup
         return task

@@ -3,6 +3,7 @@ and scripts see it: stdout, stderr, exit status, signals, pipes."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -24,9 +25,11 @@ import pytest
 from test_proctable import FakeProc, fake_proc
 
 from kstructs._escape import ENCODE_ERRORS, terminal
-from kstructs._proctable import ProcTable
-from kstructs._watch import KINDS, _kinds
+from kstructs._proctable import ProcTable, Task
+from kstructs._watch import KINDS, Options, _kinds
+from kstructs._watchfilter import cgroup2_mounts
 from kstructs.cli import PRINTED, JsonFormat, TextFormat
+from kstructs.cn_proc import EventKind
 from kstructs.events import (
     PROCESS_EVENTS,
     AckEvent,
@@ -233,8 +236,17 @@ def test_only_process_events_and_losses_are_printed() -> None:
 
 
 def test_events_option() -> None:
-    assert list(KINDS) == ["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"]
-    assert _kinds("fork, exit") == KINDS["fork"] | KINDS["exit"]
+    assert list(KINDS) == [
+        *["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"],
+        *["clone", "nonzero-exit"],
+    ]
+    assert _kinds("fork, exit") == {"fork", "exit"}
+    assert _kinds("core,ptrce") == {"coredump", "ptrace"}
+    # The process table sees what it needs, whatever is printed.
+    table = EventKind.FORK | EventKind.EXEC | EventKind.COMM | EventKind.EXIT
+    assert Options(events=frozenset({"uid"})).kernel_kinds() == EventKind.UID | table
+    assert Options(events=frozenset({"nonzero-exit"})).kernel_kinds() == EventKind.NONZERO_EXIT | table
+    assert Options().kernel_kinds() is None
 
 
 # --- The command ----------------------------------------------------------------
@@ -710,7 +722,8 @@ def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
     assert watch.returncode == 0 and child.returncode == 0
     lines = out.decode("utf-8").split("\r\n")
     assert lines.pop() == ""
-    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) and line.isprintable() for line in lines)
+    assert lines[0].split() == ["Time", "Event", "PID", "Info", "Name"]  # on a terminal: a header
+    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) and line.isprintable() for line in lines[1:])
     screen = pyte.Screen(300, len(lines) + 1)
     pyte.ByteStream(screen).feed(out)
     assert [row.rstrip() for row in screen.display] == [*lines, ""]
@@ -772,3 +785,203 @@ def test_watch_json_read_by_jq(cleanup: list[Watch]) -> None:
     read_by_jq = [json.loads(line) for line in done.stdout.splitlines()]
     assert read_by_jq == [[o.get("comm"), o.get("comm_hex")] for o in map(strict_json, w.lines)]
     assert ["\ufffd\ufffd", "ff9b"] in read_by_jq
+
+
+# --- forkstat's features ------------------------------------------------------
+
+
+def test_help_lists_every_option() -> None:
+    done = subprocess.run(command("watch", "--help"), capture_output=True, text=True, timeout=30, check=True)
+    text = " ".join(done.stdout.split())
+    for option in ("--format", "--events", "--name {comm,cmdline,exe}", "-x, --user", "--pid PID", "--uid UID"):
+        assert option in text, option
+    for option in ("--comm GLOB", "--cgroup PATH", "-S, --stats", "-q, --quiet", "--duration", "--count"):
+        assert option in text, option
+    for kind in ("clone", "nonzero-exit", "core, ptrce and all"):
+        assert kind in text, kind
+
+
+def _task(**kw: Any) -> Task:
+    fields: dict[str, Any] = {"pid": 101, "tgid": 101, "ppid": 100, "comm": "sh", "start_ns": 10**9}
+    fields.update(kw)
+    return Task(**fields)
+
+
+EXEC = ExecEvent(6, 1, 2 * 10**9, 101, 101)
+EXIT = ExitEvent(13, 0, 3 * 10**9 + 5, 101, 101, 0, 17, 0, 0)
+
+
+def test_json_optional_keys() -> None:
+    fmt = JsonFormat()
+    obj = strict_json(fmt(EXEC, _task(cmdline=b"sh\0-c\0echo hi")))
+    assert list(obj)[len(keys("exec")) :] == ["comm", "cmdline"]
+    assert obj["comm"] == "sh" and obj["cmdline"] == ["sh", "-c", "echo hi"]
+    # Unknown: absent, not empty.
+    obj = strict_json(fmt(EXEC, _task(comm=None, cmdline=None, start_ns=None)))
+    assert list(obj) == keys("exec")
+    assert list(strict_json(fmt(EXEC, None))) == keys("exec")
+    # The lifetime, on exits; the kernel's parent_pid 0 stays.
+    obj = strict_json(fmt(EXIT, _task()))
+    assert obj["duration_ns"] == 2 * 10**9 + 5 and obj["parent_pid"] == 0
+    assert "duration_ns" not in strict_json(fmt(EXIT, _task(start_ns=None)))
+    # Bytes that are not UTF-8: U+FFFD in the strings, the exact bytes in hex.
+    obj = strict_json(fmt(EXEC, _task(comm="\udcff", cmdline=b"a\xff\0b")))
+    assert obj["cmdline"] == ["a\ufffd", "b"] and obj["cmdline_hex"] == "61ff0062"
+    assert obj["comm"] == "\ufffd" and obj["comm_hex"] == "ff"
+
+
+def test_json_name_and_user_options() -> None:
+    obj = strict_json(JsonFormat(name="cmdline")(EXIT, _task(cmdline=b"sleep\x001")))
+    assert obj["cmdline"] == ["sleep", "1"]  # on every kind with --name cmdline
+    assert "cmdline" not in strict_json(JsonFormat()(EXIT, _task(cmdline=b"sleep\x001")))
+    obj = strict_json(JsonFormat(name="exe")(EXIT, _task(exe="/usr/bin/sleep")))
+    assert obj["exe"] == "/usr/bin/sleep"
+    obj = strict_json(JsonFormat(user=True)(EXIT, _task(uid=0)))
+    assert (obj["uid"], obj["user"]) == (0, "root")
+    assert "uid" not in strict_json(JsonFormat(user=True)(EXIT, _task(uid=None)))
+
+
+def test_text_options() -> None:
+    task = _task(cmdline=b"sleep\x001\0\x1b[J", exe="/usr/bin/sleep", uid=0)
+    assert TextFormat()(EXEC, task).endswith(r" exec         101 sleep 1 \x1b[J           sh")
+    assert TextFormat(name="cmdline")(EXEC, task).endswith(r" exec         101                          sleep 1 \x1b[J")
+    assert TextFormat(name="exe")(EXIT, task).endswith(" parent 100 after 2.000s /usr/bin/sleep")
+    assert TextFormat(user=True)(EXIT, task).split()[3:5] == ["0", "root"]
+    assert TextFormat(user=True)(EXIT, None).split()[3:5] == ["?", "?"]
+    # parent_pid 0 from the kernel: the text shows the parent the table knows.
+    assert " status 0 parent 100 after 2.000s sh" in TextFormat()(EXIT, task)
+    assert TextFormat()(EXIT, _task(kthread=True, comm="kworker/0:1")).endswith(" [kworker/0:1]")
+
+
+def _run(*args: str, child: list[str], timeout: float = 30, **popen: Any) -> tuple[int, str, str, int]:
+    """Run watch, then ``child`` once it has subscribed, stop watch once the
+    child's exit is printed (or after its 20 s), return (status, out, err, child pid)."""
+    proc = subprocess.Popen(
+        command("watch", "--duration", "20", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+    deadline = time.monotonic() + 10
+    while not _port_or_none(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # the LISTEN and the seed
+    kid = subprocess.Popen(child)
+    kid.wait(timeout)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err, kid.pid
+
+
+def _port_or_none(pid: int) -> int | None:
+    try:
+        return _port_id(pid)
+    except (AssertionError, OSError):
+        return None
+
+
+@root
+def test_pid_filter_follows_descendants() -> None:
+    script = "sh -c 'true; sh -c true'; true"
+    parent = subprocess.Popen(["sh", "-c", f"read x; {script}"], stdin=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.Popen(
+            command("watch", "--format", "json", "--pid", str(parent.pid)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        while not _port_or_none(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(0.3)
+        subprocess.run(["true"], check=True)  # not a descendant
+        assert parent.stdin is not None
+        parent.stdin.write("go\n")
+        parent.stdin.close()
+        parent.wait(10)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert proc.returncode == 0, err
+    objs = [strict_json(line) for line in out.splitlines()]
+    tree = {parent.pid}
+    for o in objs:
+        if o["event"] == "fork":
+            assert o["parent_tgid"] in tree, o
+            tree.add(o["child_tgid"])
+        elif o["event"] != "lost":
+            assert o["process_tgid"] in tree, o
+    forks = [o for o in objs if o["event"] == "fork"]
+    assert any(o["parent_tgid"] != parent.pid for o in forks), forks  # a grandchild, followed
+    assert any(o["event"] == "exit" and o["process_pid"] == parent.pid for o in objs)
+
+
+@root
+def test_comm_uid_and_nonzero_exit_filters() -> None:
+    status, out, err, kid = _run("--format", "json", "--comm", "kst-*", child=_renamed_child("kst-glob", 3))
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines()]
+    assert objs and all(o.get("comm", "").startswith("kst-") for o in objs if o["event"] != "lost")
+    assert any(o["event"] == "exit" and o["process_pid"] == kid for o in objs)
+    status, out, err, kid = _run("--format", "json", "--uid", "65534", child=["setpriv", "--reuid=65534", "true"])
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+    assert objs and {o["process_pid"] for o in objs if o["event"] == "exit"} == {kid}
+    status, out, err, kid = _run(
+        "--format", "json", "--events", "nonzero-exit", child=["sh", "-c", "(exit 0); (exit 4); exit 5"]
+    )
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+    mine = [o for o in objs if o["process_pid"] == kid or o["parent_pid"] == kid]
+    assert sorted(o["exit_code"] >> 8 for o in mine) == [4, 5]
+    assert all(o["event"] == "exit" and o["exit_code"] for o in objs)
+
+
+def _renamed_child(name: str, status: int) -> list[str]:
+    code = (
+        f"import ctypes, sys, time; ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0); "
+        f"time.sleep(0.2); sys.exit({status})"
+    )
+    return [sys.executable, "-c", code]
+
+
+@root
+def test_cgroup_filter(tmp_path: Path) -> None:
+    mounts = cgroup2_mounts()
+    if not mounts or not Path(mounts[0], "cgroup.procs").exists():
+        pytest.skip("cgroup v2 is not mounted")
+    base = Path(mounts[0])
+    group = base / f"kstructs-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        inner = group / "inner"
+        inner.mkdir()
+        script = f"echo $$ > {inner}/cgroup.procs && exec sh -c 'true; sleep 0.3; exit 6'"
+        status, out, err, kid = _run("--format", "json", "--cgroup", str(group), child=["sh", "-c", script])
+        assert status == 0, err
+        objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+        assert objs, err
+        assert {o.get("process_tgid", o.get("child_tgid")) for o in objs} <= {kid} | {
+            o["child_tgid"] for o in objs if o["event"] == "fork"
+        }
+        assert any(o["event"] == "exit" and o["process_pid"] == kid and o["exit_code"] == 6 << 8 for o in objs)
+    finally:
+        for d in (group / "inner", group):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+@root
+def test_stats_and_quiet() -> None:
+    status, out, err, kid = _run("-S", "--quiet", child=_renamed_child("kst-stats", 0))
+    assert status == 0 and out == "", err
+    lines = err.splitlines()
+    assert lines[0].split()[:3] == ["PID", "fork", "clone"]
+    (row,) = [line for line in lines if line.split()[0] == str(kid)]
+    assert row.split()[-1] == "kst-stats" and row.split()[4] == "1"  # its exit
+    assert lines[-2].split()[0] == "all"
+    assert re.match(r"kstructs: \d+ events, ", lines[-1])
