@@ -1,5 +1,6 @@
 """``python -m kstructs`` and the ``kstructs`` console script: one
-subcommand per job, each in its own module (``watch``: ``kstructs._watch``)."""
+subcommand per job, each in its own module (``watch``: ``kstructs._watch``;
+``check``: ``kstructs.conformance.cli``)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Print process events, one per line, until interrupted.",
     )
     _watch.add_arguments(watch)
+    # ``kstructs check`` parses its own arguments (kstructs.conformance.cli); listed here for --help.
+    commands.add_parser("check", help="prove a module's ctypes structs against C headers and BTF", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from kstructs.conformance import cli as check_cli
+
+        return check_cli.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "watch":
         status = _watch.watch(_watch.Options.from_args(args))

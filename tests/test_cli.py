@@ -44,6 +44,7 @@ from kstructs.events import (
     SidEvent,
     UidEvent,
     UnknownEvent,
+    parse_request,
 )
 from kstructs.listener import Listener, Loss
 
@@ -335,12 +336,15 @@ def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
 
 @root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch]) -> None:
+def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch], tmp_path: Path) -> None:
+    # The command's requests carry a random nonce: a sitecustomize logs what it sends.
+    (tmp_path / "sitecustomize.py").write_text(_SEND_LOG)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "KSTRUCTS_SENDLOG": str(tmp_path / "sends")}
     with Listener() as watcher:  # sees the command's LISTEN and IGNORE replies
-        w = Watch("--format", "json")
+        w = Watch("--format", "json", env=env)
         cleanup.append(w)
         lines = w.until(lambda lines: any('"event": "exit"' in line and '"exit_code": 768' in line for line in lines))
-        port = _port_id(w.proc.pid)
+        nonce = parse_request(bytes.fromhex((tmp_path / "sends").read_text().split()[0])).ack
         w.proc.send_signal(sig)
         status, stderr = w.finish()
         assert status == 0
@@ -352,8 +356,19 @@ def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch]) -> None:
             assert set(list(obj)[len(kernel) :]) <= OPTIONAL_KEYS, line
         exits = [o for o in mine(lines, w.children) if o["event"] == "exit"]
         assert exits and all(o["exit_code"] == 3 << 8 and o["exit_signal"] == 17 for o in exits)
-        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == port + 1]
+        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == nonce + 1]
         assert len(replies) == 2, "LISTEN and exactly one IGNORE"
+
+
+_SEND_LOG = """
+import os, socket
+_send = socket.socket.send
+def send(self, data, *args):
+    with open(os.environ["KSTRUCTS_SENDLOG"], "a") as log:
+        log.write(bytes(data).hex() + "\\n")
+    return _send(self, data, *args)
+socket.socket.send = send
+"""
 
 
 def _port_id(pid: int) -> int:
