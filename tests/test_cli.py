@@ -506,22 +506,21 @@ def _as_nobody() -> None:  # pragma: no cover - runs in the child
 def test_unprivileged_user() -> None:
     # Linux 6.6 lets anyone listen (the connector has NL_CFG_F_NONROOT_RECV
     # and cn_proc dropped its CAP_NET_ADMIN check); before, it takes privilege.
-    argv = command("watch", "--duration", "0.3")
-    if setpriv := shutil.which("setpriv"):
-        done = subprocess.run(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd="/",
-            check=False,
-        )
-    else:
-        done = subprocess.run(
+    def as_nobody(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if setpriv := shutil.which("setpriv"):
+            argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/", check=False)
+        return subprocess.run(
             argv, capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/", check=False
         )
-    if "Permission denied" in done.stderr and "kstructs:" not in done.stderr:
-        pytest.skip(f"nobody cannot run {sys.executable}")
+
+    # nobody must run this very interpreter and library: one it cannot read, or
+    # whose libpython it cannot load and takes from the system instead, proves nothing.
+    probe = as_nobody([sys.executable, "-c", "import sys, kstructs; print(sys.version)"])
+    if probe.stdout.strip() != sys.version:
+        why = (probe.stderr.strip().splitlines() or [f"it ran Python {probe.stdout.strip()}"])[-1]
+        pytest.skip(f"nobody cannot run this Python and kstructs ({sys.executable}): {why}")
+    done = as_nobody(command("watch", "--duration", "0.3"))
     major, minor = (int(re.match(r"\d+", p).group()) for p in os.uname().release.split(".")[:2])  # type: ignore[union-attr]
     if (major, minor) >= (6, 6):
         assert done.returncode == 0, done.stderr
