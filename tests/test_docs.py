@@ -59,7 +59,26 @@ SESSIONS = {page: steps(page.read_text()) for page in PAGES}
 
 
 def marks(session: list[Step]) -> list[pytest.MarkDecorator]:
-    return [pytest.mark.root] if any("kstructs watch" in s.command for s in session) else []
+    found = []
+    if any("kstructs watch" in s.command for s in session):
+        found.append(pytest.mark.root)
+    if any("header_diff" in s.command for s in session):
+        found.append(pytest.mark.cc)
+    return found
+
+
+# pycon: doctests; console: run here; sh: commands to type; text: a live stream or a synopsis.
+KINDS = {"pycon", "console", "sh", "text"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+def test_every_block_is_run_or_says_why_not(page: Path) -> None:
+    text = page.read_text()
+    for block in FENCE.finditer(text):
+        line = text.count("\n", 0, block.start()) + 1
+        assert block.group(1) in KINDS, f"{page.name}:{line}: a ```{block.group(1)} block is neither run nor text"
+        if block.group(1) == "pycon":
+            assert block.group(2).startswith(">>> "), f"{page.name}:{line}: a pycon block is a >>> session"
 
 
 def test_steps_reads_commands_output_and_lines() -> None:
