@@ -58,11 +58,15 @@ def steps(text: str) -> list[Step]:
 SESSIONS = {page: steps(page.read_text()) for page in PAGES}
 
 
+def needs_cc(command: str) -> bool:
+    return "header_diff" in command or "kstructs check" in command
+
+
 def marks(session: list[Step]) -> list[pytest.MarkDecorator]:
     found = []
     if any("kstructs watch" in s.command for s in session):
         found.append(pytest.mark.root)
-    if any("header_diff" in s.command for s in session):
+    if any(needs_cc(s.command) for s in session):
         found.append(pytest.mark.cc)
     return found
 
@@ -92,7 +96,7 @@ def test_steps_reads_commands_output_and_lines() -> None:
 )
 def test_console(page: Path, tmp_path: Path) -> None:
     session = SESSIONS[page]
-    if any("header_diff" in s.command for s in session):
+    if any(needs_cc(s.command) for s in session):
         compiler()  # skips without one (fails under CI)
     (tmp_path / "tools").symlink_to(ROOT / "tools")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
