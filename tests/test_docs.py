@@ -58,8 +58,31 @@ def steps(text: str) -> list[Step]:
 SESSIONS = {page: steps(page.read_text()) for page in PAGES}
 
 
+def needs_cc(command: str) -> bool:
+    return "header_diff" in command or "kstructs check" in command
+
+
 def marks(session: list[Step]) -> list[pytest.MarkDecorator]:
-    return [pytest.mark.root] if any("kstructs watch" in s.command for s in session) else []
+    found = []
+    if any("kstructs watch" in s.command for s in session):
+        found.append(pytest.mark.root)
+    if any(needs_cc(s.command) for s in session):
+        found.append(pytest.mark.cc)
+    return found
+
+
+# pycon: doctests; console: run here; sh: commands to type; text: a live stream or a synopsis.
+KINDS = {"pycon", "console", "sh", "text"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+def test_every_block_is_run_or_says_why_not(page: Path) -> None:
+    text = page.read_text()
+    for block in FENCE.finditer(text):
+        line = text.count("\n", 0, block.start()) + 1
+        assert block.group(1) in KINDS, f"{page.name}:{line}: a ```{block.group(1)} block is neither run nor text"
+        if block.group(1) == "pycon":
+            assert block.group(2).startswith(">>> "), f"{page.name}:{line}: a pycon block is a >>> session"
 
 
 def test_steps_reads_commands_output_and_lines() -> None:
@@ -73,7 +96,7 @@ def test_steps_reads_commands_output_and_lines() -> None:
 )
 def test_console(page: Path, tmp_path: Path) -> None:
     session = SESSIONS[page]
-    if any("header_diff" in s.command for s in session):
+    if any(needs_cc(s.command) for s in session):
         compiler()  # skips without one (fails under CI)
     (tmp_path / "tools").symlink_to(ROOT / "tools")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
