@@ -71,6 +71,8 @@ def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, dict[str, ob
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd, env=env)
     wall = time.perf_counter() - start
+    if "--json" not in argv:
+        return wall, None
     try:
         return wall, json.loads(done.stdout)
     except ValueError:

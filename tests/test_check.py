@@ -288,6 +288,25 @@ def test_another_byte_order_compares_all_but_bitfields(tmp_path: Path) -> None:
     assert ("size", "struct packed_thing", 8, 5) in mismatches(got)
 
 
+IN_ADDR = """
+import ctypes
+HEADER = "{header}"
+
+class in_addr(ctypes.Structure):
+    _fields_ = (("s_addr", ctypes.c_uint32),)
+"""
+
+
+def test_headers_that_cannot_share_a_program_are_compiled_apart(tmp_path: Path) -> None:
+    """glibc's <netinet/in.h> after the kernel's <linux/in.h>: struct in_addr twice."""
+    (tmp_path / "uapi_in.py").write_text(IN_ADDR.format(header="linux/in.h"))
+    (tmp_path / "libc_in.py").write_text(IN_ADDR.format(header="netinet/in.h"))
+    status, doc, err = check(str(tmp_path / "uapi_in.py"), str(tmp_path / "libc_in.py"))
+    assert (status, err, mismatches(doc)) == (0, "", set())
+    assert [s["source"] for s in doc["sources"]] == ["headers", "headers"]
+    assert all(s["checked"] > 0 for s in doc["sources"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
