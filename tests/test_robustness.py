@@ -710,3 +710,17 @@ def test_header_checker_fuzz_short_run() -> None:
     assert result["foreign"] == 0, result.get("first_foreign")
     assert result["inputs"] > 0
     assert result["target"] == "headers"
+
+
+@pytest.mark.cc
+def test_header_diff_junk_line_markers_from_the_preprocessor(tmp_path: Path) -> None:
+    # Found by bench/fuzz_headers.py: "\9" is no octal escape.
+    cc = script(
+        tmp_path / "markercc",
+        'for a; do [ "$a" = -E ] && pre=1; done\n'
+        '[ -z "$pre" ] && exec cc "$@"\n'
+        'out=; prev=; for a; do [ "$prev" = -o ] && out=$a; prev=$a; done\n'
+        'printf \'# 1 "\\\\9\\\\377\\\\\\\\/linux/connector.h"\\n#define CN_IDX_PROC 0x1\\n\' > "$out"\n',
+    )
+    doc = ran(header_diff("--json", "--cc", cc))
+    assert "9\ufffd\\" in doc["sources"][0]["description"]

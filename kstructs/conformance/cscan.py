@@ -265,7 +265,7 @@ def _unescape(path: str) -> str:
         return path
     raw = re.sub(
         rb"\\([0-7]{1,3}|.)",
-        lambda m: bytes([int(m[1], 8) & 0xFF]) if m[1][:1].isdigit() else m[1],
+        lambda m: bytes([int(m[1], 8) & 0xFF]) if m[1][:1] in b"01234567" else m[1],
         path.encode("utf-8", "surrogateescape"),
     )
     return raw.decode("utf-8", "replace")
