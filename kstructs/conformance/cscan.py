@@ -294,7 +294,7 @@ def _scan(cc: Compiler, headers: Sequence[str], include_dirs: Sequence[Path]) ->
         )
         if done.returncode != 0:
             if (name := _missing_header(done.output)) is not None:
-                raise CheckError(f"headers not found: {_text(name)}")
+                raise CheckError(cc.headers_not_found(name))
             raise CheckError(f"the headers do not preprocess: {_text(_first_error(done.output))}")
         try:
             if out.stat().st_size > MAX_PREPROCESSED:
