@@ -689,3 +689,38 @@ def test_header_diff_json_when_the_check_cannot_run() -> None:
     assert usage.returncode == 2
     assert json.loads(usage.stdout)["error"] == "usage: argument --cc-timeout: not a number of seconds: 'soon'"
     assert usage.stderr.decode().count("\n") == 1
+
+
+@pytest.mark.cc
+def test_header_checker_fuzz_short_run() -> None:
+    """A short run of bench/fuzz_headers.py: hostile trees and compilers end in findings or CheckError."""
+    import importlib.util
+
+    installed("linux/connector.h")  # skips without a compiler or the headers
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("fuzz_headers", bench / "fuzz_headers.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result = module.fuzz(count=12, seconds=60.0, seed=3)
+    finally:
+        sys.path.remove(str(bench))
+    assert result["foreign"] == 0, result.get("first_foreign")
+    assert result["inputs"] > 0
+    assert result["target"] == "headers"
+
+
+@pytest.mark.cc
+def test_header_diff_junk_line_markers_from_the_preprocessor(tmp_path: Path) -> None:
+    # Found by bench/fuzz_headers.py: "\9" is no octal escape.
+    cc = script(
+        tmp_path / "markercc",
+        'for a; do [ "$a" = -E ] && pre=1; done\n'
+        '[ -z "$pre" ] && exec cc "$@"\n'
+        'out=; prev=; for a; do [ "$prev" = -o ] && out=$a; prev=$a; done\n'
+        'printf \'# 1 "\\\\9\\\\377\\\\\\\\/linux/connector.h"\\n#define CN_IDX_PROC 0x1\\n\' > "$out"\n',
+    )
+    doc = ran(header_diff("--json", "--cc", cc))
+    assert "9\ufffd\\" in doc["sources"][0]["description"]

@@ -27,7 +27,6 @@ import contextlib
 import ctypes
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -36,7 +35,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -75,6 +73,17 @@ FOLD_SECTION: Final = ".kstructs_fold"  # values folded through asm operands
 _MAGIC: Final = 0x6B737472_75637473  # "kstructs"
 _END: Final = 0x646E655F_65626F72  # the trailer, xor the nonce
 _CC_NAMES: Final = ("cc", "gcc", "clang")
+# The Debian architecture of a triple's first part, for the names of its -cross packages.
+DEBIAN_ARCH: Final = {
+    "x86_64": "amd64",
+    "i686": "i386",
+    "i386": "i386",
+    "aarch64": "arm64",
+    "arm": "armhf",
+    "s390x": "s390x",
+    "powerpc64le": "ppc64el",
+    "riscv64": "riscv64",
+}
 _TRIPLE = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_.]+){1,4}")
 
 
@@ -104,6 +113,14 @@ class Compiler:
     @property
     def name(self) -> str:
         return _text(self.argv[0])
+
+    def headers_not_found(self, header: str) -> str:
+        """The message for a header the compiler cannot find, with the package to install for a target."""
+        message = f"headers not found: {_text(header)}"
+        if self.target is not None:
+            arch = DEBIAN_ARCH.get(self.target.split("-", 1)[0], "ARCH")
+            message += f" (for {self.target}, Debian: libc6-dev-{arch}-cross and linux-libc-dev-{arch}-cross)"
+        return message
 
     def run(
         self, args: Sequence[str], what: str, cwd: Path, *, output: Path | None = None, limit: int = MAX_OUTPUT
@@ -403,7 +420,7 @@ class _Program:
 def _program(
     headers: Sequence[str], prelude: str, queries: Sequence[Query], static: list[int], folded: list[int]
 ) -> _Program:
-    nonce = secrets.randbits(32)
+    nonce = int.from_bytes(os.urandom(4), "little")  # unpredictable: a header cannot forge the framing
     lines = [f"#include <{h}>" for h in headers]
     lines += ["#include <stddef.h>", prelude]
     at: dict[int, int] = {}
@@ -470,7 +487,7 @@ def evaluate(
                 out = tuple(v if queries[i].item not in failed else None for i, v in enumerate(values))
                 return Evaluation(out, failed, rounds)
             if (name := _missing_header(built.output)) is not None:
-                raise CheckError(f"headers not found: {_text(name)}")
+                raise CheckError(cc.headers_not_found(name))
             bad: dict[int, str] = {}
             for file, line, msg, notes in _errors(built.output):
                 for f, n in [(file, line), *notes]:
@@ -494,6 +511,8 @@ def evaluate_groups(cc: Compiler, groups: Sequence[Group]) -> list[Evaluation]:
     """``evaluate`` for several programs (headers that cannot share one), two at a time."""
     if len(groups) <= 1:
         return [evaluate(cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude) for g in groups]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1, 4)) as pool:
         futures = [
             pool.submit(evaluate, cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude)
