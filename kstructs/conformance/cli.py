@@ -13,7 +13,7 @@ document on stdout as well).
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import os
 import subprocess
