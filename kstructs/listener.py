@@ -415,22 +415,27 @@ class Listener:
         raise OSError(ack.err, f"the kernel refused PROC_CN_MCAST_LISTEN: {os.strerror(ack.err)}")
 
     def _request(self, events: int | None, timeout: float) -> AckEvent | None:
-        """Send a LISTEN under a fresh nonce; its reply, or None after ``timeout``."""
-        stream = self._stream
-        self._nonce = secrets.randbits(32)
-        stream.expect_ack(self._nonce)
-        self._listening = True
-        self._send(encode_listen(events, seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
-        deadline = time.monotonic() + timeout
+        """Send a LISTEN under a fresh nonce (again after an overflow); the
+        reply, or None after ``timeout``."""
+        stream, deadline = self._stream, time.monotonic() + timeout
         try:
+            enobufs = -1
             while True:
+                if enobufs != stream.stats.enobufs:
+                    # First, or the queue overflowed: the reply may be among the drops.
+                    enobufs = stream.stats.enobufs
+                    self._nonce = secrets.randbits(32)
+                    stream.expect_ack(self._nonce)
+                    self._listening = True
+                    self._send(encode_listen(events, seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
                 self._drain(self._pending, wait=False)
                 ack, remaining = stream.ack, deadline - time.monotonic()
                 # The kernel answers inside send(): once the queue is empty,
                 # its reply has been read, and a success preferred to an error.
                 if (ack is not None and (not ack.err or not stream.backlog)) or remaining <= 0:
                     return ack
-                self._poller.poll(remaining * 1000)
+                if enobufs == stream.stats.enobufs:
+                    self._poller.poll(remaining * 1000)
         finally:
             stream.expect_ack(None)
 

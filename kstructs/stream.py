@@ -123,12 +123,10 @@ class EventStream:
         self._want_ack: int | None = None
         # User-space filter: the classes that always pass; the rest (a non-zero
         # exit under PROC_EVENT_NONZERO_EXIT, an unknown kind) ask event_matches().
+        # Control messages pass before the filter.
         self._pass: frozenset[type] | None = None
         if self.events is not None:
-            self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what) | {
-                NetlinkErrorMessage,
-                Overrun,
-            }
+            self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what)
         # Loss accounting.
         self._track = True  # every event reaches us: per-CPU seq gaps mean loss
         self._last_seq: dict[int, int] = {}
@@ -322,14 +320,14 @@ class EventStream:
         self.stats.lost += count - taken
         start = len(out)
         if count:
-            out.append(Loss(count, "enobufs", None))
+            out.append(Loss(count, "enobufs"))
         if self._track:
             # Gaps already seen are part of the drops; the rest will show on
             # CPUs that have been quiet since.
             excess = self._pending_gaps - count
             if excess > 0:
                 self.stats.lost += excess
-                out.append(Loss(excess, "seq-gap", None))
+                out.append(Loss(excess, "seq-gap"))
             else:
                 self._gap_credit += -excess
         self._pending_gaps = 0

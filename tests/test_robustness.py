@@ -339,7 +339,8 @@ def test_overflow_is_counted_and_the_listener_keeps_running(kinds: EventKind | N
     #   socket: at least the drops made by the time the storm ended, at most
     #   those made by now (other processes keep making events, and a queue of
     #   ten events keeps overflowing on a busy machine);
-    # - stats.lost is the sum of the Loss values yielded;
+    # - stats.lost is the sum of the Loss values yielded, and of the drops
+    #   the kernel counted since;
     # - afterwards a fresh fork still arrives.
     with Listener(kinds, rcvbuf=SMALL_RCVBUF) as listener:
         parent, children = storm(1000)
@@ -360,7 +361,8 @@ def test_overflow_is_counted_and_the_listener_keeps_running(kinds: EventKind | N
         assert forks + exits <= storm_size
         assert forks + exits + lost >= storm_size
         assert drops_after_storm <= reported() <= kernel_drops(listener)
-        assert listener.stats.lost == lost
+        # stats.lost also counts the drops since the last read that no Loss reports yet.
+        assert lost <= listener.stats.lost <= lost + kernel_drops(listener) - reported()
         # A queue of ten events can overflow again on a busy machine and drop
         # the probe itself (counted, like any drop): a few tries.
         assert any(probe_arrives(listener, timeout=1.0) for _ in range(10))
