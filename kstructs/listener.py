@@ -145,7 +145,7 @@ class Listener:
         # reader in poll(), and leaves closing the socket (whose number could
         # otherwise be reused under the reader) to the last reader out.
         self._wake = -1
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # close() may come from a signal handler
         self._readers = 0
         self._orphan: socket.socket | None = None
         # Received, not yet handed out: what a consumer that stopped
@@ -272,7 +272,12 @@ class Listener:
                     return
                 self._drain(pending, wait=False)
             if not pending:
-                self._drain(pending, wait=True)
+                try:
+                    self._drain(pending, wait=True)
+                except ValueError:
+                    if self._sock is None:  # closed by another thread meanwhile
+                        return
+                    raise
                 continue  # what woke us may all be filtered out
             pause = self.pause()
             while pending:
