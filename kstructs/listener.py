@@ -128,7 +128,6 @@ class Listener:
         self.events: int | None = self._stream.events
         self.rcvbuf = DEFAULT_RCVBUF if rcvbuf is None else rcvbuf
         self.ack_timeout = ack_timeout
-        self.linger = linger
         self.port_id = 0  # the socket's netlink port id, once open
         self.ignore_sent = False
         self._sock: socket.socket | None = None
@@ -153,6 +152,16 @@ class Listener:
         self._pending: deque[Item] = deque()
         self._seq_request = 0
         self._nonce = 0  # cn_msg.ack of the last subscribe request
+
+    @property
+    def linger(self) -> float:
+        return self._stream.linger
+
+    @linger.setter
+    def linger(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"linger must be a non-negative number of seconds: {value!r}")
+        self._stream.linger = value
 
     @property
     def stats(self) -> ListenerStats:
