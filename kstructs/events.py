@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NamedTuple, TypeAlias
 
 from kstructs import cn_proc
+from kstructs._typing import Buffer
 from kstructs.cn_proc import (
     PROC_CN_MCAST_IGNORE,
     PROC_CN_MCAST_LISTEN,
@@ -539,7 +540,8 @@ _KINDS: Final[dict[int, _Kind]] = {
 
 # --- Parser ----------------------------------------------------------------
 
-Buffer: TypeAlias = bytes | bytearray | memoryview
+# A flat byte buffer: its len() is its size in bytes.
+_Flat: TypeAlias = bytes | bytearray | memoryview
 
 _new: Final = tuple.__new__  # an event from the tuple of its fields
 
@@ -645,11 +647,10 @@ def read_kernel_event(buffer: Buffer, offset: int) -> ProcessEvent | None:
     return None
 
 
-def _flat(data: Buffer) -> Buffer:
+def _flat(data: Buffer) -> _Flat:
     """``data`` as a flat byte buffer: what parsing reads is its bytes, in
     order, whatever the shape or format of the view."""
-    kind = type(data)
-    if kind is bytes or kind is bytearray:
+    if type(data) is bytes or type(data) is bytearray:
         return data
     try:
         view = memoryview(data)
@@ -686,7 +687,7 @@ def parse_events(data: Buffer) -> list[Event]:
     return _parse_all(data)
 
 
-def _parse_all(data: Buffer) -> list[Event]:
+def _parse_all(data: _Flat) -> list[Event]:
     n = len(data)  # a flat byte buffer: its length is its size in bytes
     out: list[Event] = []
     off = 0
@@ -719,7 +720,7 @@ def _parse_all(data: Buffer) -> list[Event]:
     return out
 
 
-def _parse_cn_msg(data: Buffer, off: int, nl_len: int) -> Event:
+def _parse_cn_msg(data: _Flat, off: int, nl_len: int) -> Event:
     if nl_len < _PE:
         raise ParseError(f"nlmsg_len {nl_len:#x} is too short for cn_msg (needs {_PE:#x})", off)
     idx, val, cn_len = _CN_HEAD.unpack_from(data, off)
@@ -851,6 +852,7 @@ def _encode_value(value: Any) -> Any:
 
 
 __all__ = [
+    "Buffer",
     "KstructsError",
     "ParseError",
     "ForkEvent",
