@@ -122,7 +122,7 @@ def decoders(baseline: str) -> dict[str, Callable[[bytes], object] | str]:
     found[f"kstructs parse_events at {baseline}"] = baseline_parser(baseline)
     found["struct.unpack decoder (baseline)"] = struct_decode
     try:
-        from pyroute2.netlink.connector.cn_proc import ProcEventMarshal
+        from pyroute2.netlink.connector.cn_proc import ProcEventMarshal  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         found["pyroute2 ProcEventMarshal.parse"] = "not installed"
     else:
@@ -178,9 +178,9 @@ def main() -> int:
             times[name] = min(times[name], best_time(f, data))
     base = times["struct.unpack decoder (baseline)"]
     rows: list[list[object]] = []
-    for name, f in found.items():
-        if not callable(f):
-            rows.append([name, f, "", "", ""])
+    for name, entry in found.items():
+        if not callable(entry):
+            rows.append([name, entry, "", "", ""])
             continue
         per = times[name] / len(data)
         vs_old = f"{times[old_name] / times[name]:.3f}x" if old_name in times else ""
