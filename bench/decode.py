@@ -122,7 +122,7 @@ def decoders(baseline: str) -> dict[str, Callable[[bytes], object] | str]:
     found[f"kstructs parse_events at {baseline}"] = baseline_parser(baseline)
     found["struct.unpack decoder (baseline)"] = struct_decode
     try:
-        from pyroute2.netlink.connector.cn_proc import ProcEventMarshal
+        from pyroute2.netlink.connector.cn_proc import ProcEventMarshal  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         found["pyroute2 ProcEventMarshal.parse"] = "not installed"
     else:

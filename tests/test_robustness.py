@@ -1383,3 +1383,18 @@ def test_a_released_memoryview_raises_parse_error() -> None:
     view.release()
     with pytest.raises(ParseError, match="cannot be read"):
         parse_events(view)
+
+
+def test_a_short_parser_fuzz_finds_nothing_foreign() -> None:
+    # bench/fuzz.py parser, bounded: every input parses or raises ParseError,
+    # and parses alike as bytes and as other buffers.
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    sys.path.insert(0, bench)
+    try:
+        import importlib
+
+        fuzz_parser: Any = importlib.import_module("fuzz_parser")
+    finally:
+        sys.path.remove(bench)
+    result = fuzz_parser.fuzz(3000, 60.0, 1)
+    assert result["foreign"] == 0, result["findings"]
