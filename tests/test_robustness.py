@@ -12,17 +12,19 @@ import ctypes
 import errno
 import json
 import os
+import re
 import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import datagram
+from conftest import datagram, installed, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -721,3 +723,617 @@ def test_btf_check_of_an_anonymous_member_of_itself() -> None:
     e.record("", 4, [("", 3, 0, 0)])
     with pytest.raises(CheckError, match="BTF type 0x3 contains itself"):
         check_btf(BINDINGS, Btf(e.blob()))
+
+
+# --- CLI ---
+
+
+def test_watch_text_never_writes_a_control_character() -> None:
+    # A comm forging a line, moving the cursor, retitling the terminal or
+    # reordering text: the text line stays one line of printable characters.
+    from kstructs.cli import TextFormat
+    from kstructs.events import CommEvent
+
+    fmt = TextFormat()
+    for raw in (b"\nforged", b"\x1b[3A\x1b[J", b"\x1b]0;t\x07", b"\xc2\x9b2J", b"\x9b", b"\xe2\x80\xae", b"\xff"):
+        line = fmt(CommEvent(0, 0, 0, 7, 7, raw.decode("utf-8", "surrogateescape")))
+        assert line.isprintable(), line
+        assert "\n" not in line and "\u202e" not in line
+
+
+def test_watch_json_is_strict_utf8_for_a_name_that_is_not() -> None:
+    from kstructs.cli import JsonFormat
+    from kstructs.events import CommEvent
+
+    line = JsonFormat()(CommEvent(0, 0, 0, 7, 7, b"\xff\xc3".decode("utf-8", "surrogateescape")))
+    obj = json.loads(line.encode("utf-8"))  # a lone surrogate cannot be encoded
+    assert obj["comm"] == "\ufffd\ufffd" and obj["comm_hex"] == "ffc3"
+
+
+@pytest.mark.root
+def test_watch_survives_a_burst_of_signals(tmp_path: Path) -> None:
+    # Signals keep coming, a few milliseconds apart, until watch has exited:
+    # each run ends with status 0, never by a signal. Some runs mid-storm.
+    for run in range(6):
+        (tmp_path / str(run)).mkdir()
+        watch = Watch(tmp_path / str(run))
+        watch.wait_listening()
+        forker = storm_in_background(500) if run % 2 else None
+        sent = 0
+        try:
+            while watch.proc.poll() is None and sent < 5000:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(watch.proc.pid, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)[sent % 3])
+                sent += 1
+                time.sleep(0.001)
+            watch.proc.communicate(timeout=20)
+        finally:
+            if forker is not None:
+                forker.wait(timeout=60)
+        assert watch.proc.returncode == 0, (run, sent, watch.stderr())
+        assert "Traceback" not in watch.stderr()
+
+
+@pytest.mark.root
+def test_watch_accounts_for_a_backlog_behind_a_slow_pipe(tmp_path: Path) -> None:
+    # Nobody reads stdout during a storm: the pipe fills, watch waits, the
+    # events queue behind it. SIGINT then: what was not printed is counted in
+    # the summary and in a last lost record, and nothing is unaccounted for.
+    watch = Watch(tmp_path, "--events", "fork,exit")
+    watch.wait_listening()
+    parent, children = storm(3000)
+    watch.proc.send_signal(signal.SIGINT)
+    out, _ = watch.proc.communicate(timeout=30)
+    err = watch.stderr()
+    assert watch.proc.returncode == 0, err
+    objs = [json.loads(line) for line in out.decode().splitlines()]
+    printed = [o for o in objs if o["event"] != "lost"]
+    forks = sum(1 for o in printed if o["event"] == "fork" and o["parent_tgid"] == parent)
+    exits = sum(1 for o in printed if o["event"] == "exit" and o["process_pid"] in children)
+    assert forks + exits < 2 * len(children), "no backlog: the pipe took every event"
+    last = objs[-1]
+    assert last["event"] == "lost" and last["reason"] in ("exit", "enobufs"), last
+    missing = sum(o["count"] for o in objs if o["event"] == "lost")
+    assert forks + exits + missing >= 2 * len(children), (forks, exits, missing, err)
+    unprinted = sum(o["count"] for o in objs if o["event"] == "lost" and o["reason"] == "exit")
+    assert f" {unprinted} unprinted at exit" in err and f"kstructs: {len(printed)} events" in err, err
+
+
+# --- Listener ---
+#
+# The listener's promises under fork(), forged replies, interrupts, kernel
+# drops nobody read, and close() from another thread. Each test below failed
+# against the listener before its fix.
+
+LISTENER_TIMEOUT = 60.0  # seconds one of these tests may take: SIGALRM ends it
+
+
+@contextlib.contextmanager
+def alarm(seconds: float = LISTENER_TIMEOUT) -> Iterator[None]:
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the test took over {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def replies_to(items: list[Item], nonce: int) -> int:
+    from kstructs.events import AckEvent
+
+    return sum(1 for e in items if isinstance(e, AckEvent) and e.ack == (nonce + 1) & 0xFFFFFFFF)
+
+
+def in_child(body: Callable[[], None]) -> int:
+    """Run ``body`` in a forked child; its exit status (0: it returned)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("how", ["close", "with"])
+def test_a_child_closing_an_inherited_listener_leaves_the_parent_listening(how: str) -> None:
+    # Linux 6.6 keeps the subscription per socket: an IGNORE from the child,
+    # on the socket both share, would stop the parent's events.
+    with alarm(), Listener() as watcher, Listener() as listener:
+
+        def child() -> None:
+            if how == "with":
+                with listener:
+                    pass
+            else:
+                listener.close()
+
+        assert in_child(child) == 0
+        assert probe_arrives(listener)
+        nonce = listener._nonce
+        listener.close()
+        seen = drain(watcher, limit=5.0, until=lambda: False)
+        assert replies_to(seen, nonce) == 2  # the LISTEN and the parent's IGNORE
+
+
+@pytest.mark.root
+def test_a_child_closing_after_the_parent_sends_no_second_ignore() -> None:
+    with alarm(), Listener() as watcher:
+        listener = Listener().open()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.close(go_w)
+                os.read(go_r, 1)  # the parent has closed
+                listener.close()
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(go_r)
+        nonce = listener._nonce
+        listener.close()
+        assert listener.ignore_sent
+        os.write(go_w, b"x")
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        seen = drain(watcher, limit=5.0, until=lambda: False)
+        assert replies_to(seen, nonce) == 2  # the LISTEN and one IGNORE
+
+
+def sent_requests(
+    monkeypatch: pytest.MonkeyPatch, around: Callable[[McastRequest], None] | None = None
+) -> list[McastRequest]:
+    """Log every request a Listener sends (``around`` runs before and after each)."""
+    sent: list[McastRequest] = []
+    real = Listener._send
+
+    def send(self: Listener, message: bytes) -> None:
+        request = parse_request(message)
+        if around is not None:
+            around(request)
+        sent.append(request)
+        real(self, message)
+        if around is not None:
+            around(request)
+
+    monkeypatch.setattr(Listener, "_send", send)
+    return sent
+
+
+@pytest.mark.root
+def test_the_subscribe_nonce_comes_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs import listener as listener_module
+
+    sent = sent_requests(monkeypatch)
+    with Listener() as a, Listener() as b:
+        assert [r.ack for r in sent] != [a.port_id, b.port_id]
+
+    class Fixed:
+        @staticmethod
+        def randbits(k: int) -> int:
+            assert k == 32
+            return 0x5EC2E7
+
+    monkeypatch.setattr(listener_module, "secrets", Fixed)
+    sent.clear()
+    with alarm(), Listener():
+        pass
+    assert [r.ack for r in sent] == [0x5EC2E7]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("events", [None, EventKind.FORK], ids=["all", "filtered"])
+def test_a_forged_error_reply_does_not_stop_open(monkeypatch: pytest.MonkeyPatch, events: EventKind | None) -> None:
+    # A process that knows a request's nonce asks the kernel, under it, for
+    # an invalid op: the kernel multicasts its EINVAL replies around ours.
+    from kstructs.events import encode_mcast
+
+    forger = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    forger.bind((0, 0))
+
+    def forge(request: McastRequest) -> None:
+        if request.op == cn_proc.PROC_CN_MCAST_LISTEN:
+            forger.sendto(encode_mcast(0x7F, seq=1, ack=request.ack), (0, 0))
+
+    sent = sent_requests(monkeypatch, forge)
+    try:
+        with alarm(), Listener(events) as listener:
+            assert not listener.closed
+            assert probe_arrives(listener)
+    finally:
+        forger.close()
+    assert sent[0].op == cn_proc.PROC_CN_MCAST_LISTEN
+
+
+@pytest.mark.root
+def test_an_error_reply_is_confirmed_under_a_fresh_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs.events import AckEvent
+
+    real = Listener._request
+    answers: list[int] = []
+
+    def first_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
+        ack = real(self, events, timeout)
+        answers.append(self._nonce)
+        if len(answers) == 1 and ack is not None:
+            return ack._replace(err=errno.EINVAL)  # a forgery under the first nonce
+        return ack
+
+    monkeypatch.setattr(Listener, "_request", first_refused)
+    with alarm(), Listener() as listener:
+        assert len(answers) == 2 and answers[0] != answers[1]
+        assert probe_arrives(listener)
+
+    def always_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
+        ack = real(self, events, timeout)
+        return None if ack is None else ack._replace(err=errno.EINVAL)
+
+    monkeypatch.setattr(Listener, "_request", always_refused)
+    with alarm(), pytest.raises(OSError, match="refused PROC_CN_MCAST_LISTEN: Invalid argument") as info:
+        Listener().open()
+    assert info.value.errno == errno.EINVAL
+
+
+def exits_of(command: str, n: int) -> list[int]:
+    """Run ``command`` ``n`` times, one after the other; their pids."""
+    pids = []
+    for _ in range(n):
+        proc = subprocess.Popen([command])
+        proc.wait()
+        pids.append(proc.pid)
+    return pids
+
+
+@pytest.mark.root
+def test_an_interrupt_as_recvmmsg_returns_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A signal that arrives during recvmmsg() is raised as the call returns,
+    # before the caller has the count: the datagrams must still be there.
+    from kstructs._recvmmsg import Batch
+
+    real = Batch.receive
+    interrupted = [False]
+
+    def receive(self: Batch, fd: int, flags: int) -> int:
+        n = real(self, fd, flags)
+        if n > 0 and not interrupted[0]:
+            interrupted[0] = True
+            raise KeyboardInterrupt
+        return n
+
+    with alarm(), Listener(EventKind.EXIT) as listener:
+        assert listener._batch is not None
+        pids = exits_of("true", 5)
+        time.sleep(0.1)  # all five queued: one recvmmsg() takes them
+        monkeypatch.setattr(Batch, "receive", receive)
+        with pytest.raises(KeyboardInterrupt):
+            listener.read()
+        assert interrupted[0]
+        got: list[Item] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not set(pids) <= {getattr(e, "process_pid", None) for e in got}:
+            got += listener.read()
+            select.select([listener.fileno()], [], [], 0.05)
+        mine = [e.process_pid for e in got if isinstance(e, ExitEvent) and e.process_pid in pids]
+        assert mine == pids, (mine, pids)
+
+
+@pytest.mark.root
+def test_drops_nobody_read_are_counted_in_stats_and_at_close() -> None:
+    # The reader stops while the queue is full: no ENOBUFS was ever
+    # received, yet stats.lost must count the kernel's drops.
+    with alarm():
+        listener = Listener(EventKind.FORK | EventKind.EXIT, rcvbuf=SMALL_RCVBUF).open()
+        try:
+            storm(300)
+            before = kernel_drops(listener)
+            lost = listener.stats.lost
+            after = kernel_drops(listener)
+            assert before > 0, "the storm did not overflow the receive queue"
+            assert before <= lost <= after
+            items = listener.read()  # some of what is queued, then stop
+            assert len(items) >= 1
+            storm(300)
+            last = kernel_drops(listener)
+        finally:
+            listener.close()
+        assert listener.stats.lost >= last
+
+
+@pytest.mark.root
+def test_close_from_another_thread_wakes_the_reader() -> None:
+    import threading
+
+    with alarm():
+        listener = Listener(EventKind.PTRACE).open()  # nothing here ptraces: the reader blocks
+        ended: list[str] = []
+
+        def read() -> None:
+            try:
+                for _ in listener:
+                    pass
+                ended.append("ended")
+            except BaseException as e:  # pragma: no cover - reported below
+                ended.append(repr(e))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(0.3)  # in poll()
+        assert reader.is_alive()
+        listener.close()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "the reader is still blocked after close()"
+        assert ended == ["ended"]
+        assert listener.closed
+
+
+# --- Header checker ---
+# tools/header_diff.py on hostile header trees and compilers: one line on
+# stderr and exit 2 when the check cannot run, never a traceback, never a hang.
+
+HEADER_DIFF = Path(__file__).resolve().parent.parent / "tools" / "header_diff.py"
+
+
+def header_diff(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """The tool's exit status and raw output bytes (so that odd bytes cannot break the test)."""
+    return subprocess.run(
+        [sys.executable, str(HEADER_DIFF), *args], capture_output=True, check=False, timeout=120, **kwargs
+    )
+
+
+def cannot_check(done: subprocess.CompletedProcess[bytes]) -> str:
+    """The one line a check that cannot run prints, after the exit status is checked."""
+    err = done.stderr.decode("utf-8")  # strict: the tool's stderr is UTF-8
+    assert (done.returncode, done.stdout) == (2, b""), err
+    assert err.startswith("header_diff: cannot check: ") and err.count("\n") == 1 and err.endswith("\n"), err
+    return err[len("header_diff: cannot check: ") : -1]
+
+
+def ran(done: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
+    """The --json document of a check that ran (exit 0 or 1), nothing on stderr."""
+    assert done.stderr == b"", done.stderr.decode(errors="replace")
+    assert done.returncode in (0, 1)
+    doc: dict[str, Any] = json.loads(done.stdout.decode("utf-8"))
+    assert doc["status"] == done.returncode
+    return doc
+
+
+def mismatches(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(f["category"], f["item"]) for f in doc["findings"] if f["severity"] == "mismatch"}
+
+
+def script(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def appended(root: Path, text: bytes, header: str = "linux/connector.h") -> Path:
+    """A copy of an installed header with ``text`` inserted before its last #endif."""
+    original = installed(header).read_bytes()
+    at = original.rindex(b"#endif")
+    (root / header).parent.mkdir(parents=True, exist_ok=True)
+    (root / header).write_bytes(original[:at] + text + b"\n" + original[at:])
+    return root
+
+
+@pytest.mark.cc
+def test_header_diff_a_header_that_prints_at_startup(tmp_path: Path) -> None:
+    # Nothing runs: a constructor that prints cannot pass for probe values.
+    noise = b'#include <stdio.h>\n__attribute__((constructor)) static void cn_noise(void) { puts("1 0\\n2 1"); }'
+    doc = ran(header_diff("--json", "--include-dir", str(appended(tmp_path, noise))))
+    assert mismatches(doc) == {("missing-in-binding", "cn_noise")}
+
+
+@pytest.mark.cc
+def test_header_diff_a_compiler_that_writes_junk(tmp_path: Path) -> None:
+    cc = script(
+        tmp_path / "junkcc",
+        'echo "junk 1 2"; echo "more junk" >&2\n'
+        'for a; do [ "$a" = -E ] && exec cc "$@"; done\n'
+        'out=; prev=; for a; do [ "$prev" = -o ] && out=$a; prev=$a; done\n'
+        'printf "#!/bin/sh\\necho 12 0 junk\\n" > "$out"; chmod +x "$out"\n',
+    )
+    assert cannot_check(header_diff("--cc", cc)).startswith(
+        "the compiler's object file is unreadable: not an ELF file: magic 0x"
+    )
+    # A compiler that only chatters on stdout is still read right.
+    chatty = script(tmp_path / "chattycc", 'echo "junk 3 4"; exec cc "$@"\n')
+    assert mismatches(ran(header_diff("--json", "--cc", chatty))) == set()
+
+
+@pytest.mark.cc
+def test_header_diff_non_utf8_define_error_and_compiler_output(tmp_path: Path) -> None:
+    include = appended(tmp_path / "define", b'#define CN_ODD_BYTES "\xff\xfe"')
+    assert ("missing-in-binding", "CN_ODD_BYTES") in mismatches(
+        ran(header_diff("--json", "--include-dir", str(include)))
+    )
+    include = appended(tmp_path / "error", b"#error odd \xff bytes")
+    assert "#error odd \ufffd bytes" in cannot_check(header_diff("--include-dir", str(include)))
+    cc = script(tmp_path / "oddcc", "printf 'probe.c:1:1: error: odd \\377\\033[2J bytes\\n' >&2; exit 1\n")
+    assert cannot_check(header_diff("--cc", cc)).endswith("odd \ufffd\\x1b[2J bytes")
+
+
+@pytest.mark.cc
+def test_header_diff_non_utf8_directory_name(tmp_path: Path) -> None:
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/odd\xff"))
+    include = tree(root, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>0x3")
+    doc = ran(header_diff("--json", "--include-dir", str(include)))
+    assert mismatches(doc) == {("value", "CN_IDX_PROC")}
+    assert "odd\ufffd" in doc["sources"][0]["description"]
+
+
+def test_header_diff_unbalanced_quote_in_cc(tmp_path: Path) -> None:
+    assert (
+        cannot_check(header_diff("--cc", "cc 'x"))
+        == 'cannot read the compiler command (--cc) "cc \'x": No closing quotation'
+    )
+    env = {**os.environ, "CC": 'cc "x'}
+    assert cannot_check(header_diff(env=env)) == "cannot read the compiler command ($CC) 'cc \"x': No closing quotation"
+
+
+@pytest.mark.cc
+def test_header_diff_symlink_loop_as_include_dir(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert cannot_check(header_diff("--include-dir", str(tmp_path / "loop"))) == (
+        f"include directory not usable: {tmp_path / 'loop'}: symlink loop"
+    )
+
+
+@pytest.mark.cc
+def test_header_diff_version_code_with_a_unicode_digit(tmp_path: Path) -> None:
+    (tmp_path / "linux").mkdir()
+    (tmp_path / "linux/version.h").write_bytes("#define LINUX_VERSION_CODE \u00b2\n".encode())
+    doc = ran(header_diff("--json", "--include-dir", str(tmp_path)))
+    assert doc["sources"][0]["linux_version"] is None  # "²" is no version: unknown, not a crash
+    assert mismatches(doc) == set()
+
+
+@pytest.mark.cc
+def test_header_diff_no_usable_temporary_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+    import tempfile
+
+    spec = importlib.util.spec_from_file_location("header_diff_tool", HEADER_DIFF)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/kstructs-tmp")
+    assert tool.main([]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "header_diff: cannot check: no usable temporary directory: No such file or directory\n")
+
+
+@pytest.mark.cc
+def test_header_diff_full_temporary_directory(tmp_path: Path) -> None:
+    """A temporary directory that takes no more bytes (RLIMIT_FSIZE stands in for a full disk)."""
+    import resource
+
+    def full() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    reason = cannot_check(header_diff(env=env, preexec_fn=full))
+    assert reason.startswith(f"cannot write the probe to {tmp_path}/kstructs-")
+    assert reason.endswith(": File too large")
+
+
+@pytest.mark.cc
+def test_header_diff_hanging_compiler_is_killed_with_its_children(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    cc = script(tmp_path / "hangcc", f"sleep 600 &\necho $! > {pidfile}\nwait\n")
+    assert cannot_check(header_diff("--cc", cc, "--cc-timeout", "1")) == (
+        f"the C compiler {cc} took over 1 s (killed; see --cc-timeout)"
+    )
+    child = int(pidfile.read_text())
+    for _ in range(200):  # the orphaned child is reaped by init once killed
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"the compiler's child {child} was left running")
+    assert "(default 60)" in header_diff("--help").stdout.decode()
+
+
+@pytest.mark.cc
+def compiler_name() -> str:
+    return os.environ.get("CC") or "cc"
+
+
+def test_header_diff_50_mb_header(tmp_path: Path) -> None:
+    decls = b"".join(b"extern int cn_filler_%d;\n" % i for i in range(2_000_000))
+    assert len(decls) > 50_000_000
+    include = appended(tmp_path, decls)
+    assert cannot_check(header_diff("--include-dir", str(include))) == (
+        f"the C compiler {compiler_name()} wrote over 0x1000000 bytes to scan.i (killed)"
+    )
+
+
+@pytest.mark.cc
+def test_header_diff_division_by_zero_fails_one_item(tmp_path: Path) -> None:
+    include = tree(tmp_path, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>(1/0)")
+    baseline = ran(header_diff("--json"))
+    doc = ran(header_diff("--json", "--include-dir", str(include)))
+    assert mismatches(doc) == {("missing-in-headers", "CN_IDX_PROC")}
+    (gone,) = [f for f in doc["findings"] if f["item"] == "CN_IDX_PROC"]
+    assert "not a constant" in gone["note"]
+    assert doc["checked"] == baseline["checked"] - 1  # everything else was still compared
+
+
+def test_header_diff_json_when_the_check_cannot_run() -> None:
+    done = header_diff("--json", "--cc", "no-such-cc")
+    assert done.returncode == 2
+    assert done.stderr == b"header_diff: cannot check: no C compiler: 'no-such-cc' not found\n"
+    doc = json.loads(done.stdout.decode("utf-8"))
+    assert (doc["status"], doc["conforms"], doc["findings"]) == (2, False, [])
+    assert doc["error"] == "no C compiler: 'no-such-cc' not found"
+    usage = header_diff("--json", "--cc-timeout", "soon")
+    assert usage.returncode == 2
+    assert json.loads(usage.stdout)["error"] == "usage: argument --cc-timeout: not a number of seconds: 'soon'"
+    assert usage.stderr.decode().count("\n") == 1
+
+
+@pytest.mark.cc
+def test_header_checker_fuzz_short_run() -> None:
+    """A short run of bench/fuzz_headers.py: hostile trees and compilers end in findings or CheckError."""
+    import importlib.util
+
+    installed("linux/connector.h")  # skips without a compiler or the headers
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("fuzz_headers", bench / "fuzz_headers.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result = module.fuzz(count=12, seconds=60.0, seed=3)
+    finally:
+        sys.path.remove(str(bench))
+    assert result["foreign"] == 0, result.get("first_foreign")
+    assert result["inputs"] > 0
+    assert result["target"] == "headers"
+
+
+@pytest.mark.root
+def test_watch_reports_kernel_drops_behind_a_slow_pipe_at_exit(tmp_path: Path) -> None:
+    # A storm larger than the receive queue while stdout is not read: the
+    # kernel drops events, and nobody reads the queue to the end to see the
+    # overflow. At SIGINT the listener counts the drops (at close); the last
+    # lost records and the summary carry them, so every storm event is either
+    # printed or counted.
+    watch = Watch(tmp_path, "--events", "fork,exit")
+    watch.wait_listening()
+    parent, children = storm(12000)
+    watch.proc.send_signal(signal.SIGINT)
+    out, _ = watch.proc.communicate(timeout=60)
+    err = watch.stderr()
+    assert watch.proc.returncode == 0, err
+    objs = [json.loads(line) for line in out.decode().splitlines()]
+    forks = sum(1 for o in objs if o["event"] == "fork" and o["parent_tgid"] == parent)
+    exits = sum(1 for o in objs if o["event"] == "exit" and o["process_pid"] in children)
+    lost = [o for o in objs if o["event"] == "lost"]
+    assert forks + exits + sum(o["count"] for o in lost) >= 2 * len(children), (forks, exits, lost, err)
+    summary = re.search(r"kstructs: (\d+) events, (\d+) lost \(\d+ ENOBUFS\), (\d+) unprinted at exit", err)
+    assert summary is not None, err
+    printed, kernel_lost, unprinted = map(int, summary.groups())
+    assert printed == len(objs) - len(lost)
+    assert sum(o["count"] for o in lost if o["reason"] != "exit") == kernel_lost
+    assert sum(o["count"] for o in lost if o["reason"] == "exit") == unprinted
