@@ -229,6 +229,7 @@ def fuzz(count: int, seconds: float, seed: int) -> dict[str, object]:
     inputs = foreign = 0
     slowest_s, slowest = 0.0, ""
     first_foreign = ""
+    kinds: dict[str, str] = {}  # foreign exception and where -> the first input that raised it
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kstructs-fuzz-") as tmp:
         wrapper = Path(tmp, "wrapper.py")
@@ -267,8 +268,10 @@ def fuzz(count: int, seconds: float, seed: int) -> dict[str, object]:
                 check_headers(bindings, include_dirs=[root], cc=compiler)
             except CheckError:
                 pass
-            except Exception:  # a foreign exception: the bug this looks for
+            except Exception as e:  # a foreign exception: the bug this looks for
                 foreign += 1
+                tb = traceback.extract_tb(e.__traceback__)[-1]
+                kinds.setdefault(f"{type(e).__name__} at {Path(tb.filename).name}:{tb.lineno}", what)
                 if not first_foreign:
                     first_foreign = f"{what}: {traceback.format_exc(limit=3)}"
             took = time.monotonic() - began
@@ -285,6 +288,7 @@ def fuzz(count: int, seconds: float, seed: int) -> dict[str, object]:
     }
     if first_foreign:
         result["first_foreign"] = first_foreign
+        result["foreign_kinds"] = kinds
     return result
 
 
@@ -300,6 +304,7 @@ def main() -> int:
         _common.table(headers, [[r["target"], r["inputs"], r["seconds"], r["foreign"], r["slowest_s"], r["slowest"]]])
     )
     if "first_foreign" in r:
+        print(f"\nforeign exceptions: {r['foreign_kinds']}")
         print(f"\nfirst foreign exception:\n{r['first_foreign']}")
     print(f"\n{_common.machine()}")
     return 1 if r["foreign"] else 0

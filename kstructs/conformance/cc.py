@@ -73,6 +73,17 @@ FOLD_SECTION: Final = ".kstructs_fold"  # values folded through asm operands
 _MAGIC: Final = 0x6B737472_75637473  # "kstructs"
 _END: Final = 0x646E655F_65626F72  # the trailer, xor the nonce
 _CC_NAMES: Final = ("cc", "gcc", "clang")
+# The Debian architecture of a triple's first part, for the names of its -cross packages.
+DEBIAN_ARCH: Final = {
+    "x86_64": "amd64",
+    "i686": "i386",
+    "i386": "i386",
+    "aarch64": "arm64",
+    "arm": "armhf",
+    "s390x": "s390x",
+    "powerpc64le": "ppc64el",
+    "riscv64": "riscv64",
+}
 _TRIPLE = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_.]+){1,4}")
 
 
@@ -102,6 +113,14 @@ class Compiler:
     @property
     def name(self) -> str:
         return _text(self.argv[0])
+
+    def headers_not_found(self, header: str) -> str:
+        """The message for a header the compiler cannot find, with the package to install for a target."""
+        message = f"headers not found: {_text(header)}"
+        if self.target is not None:
+            arch = DEBIAN_ARCH.get(self.target.split("-", 1)[0], "ARCH")
+            message += f" (for {self.target}, Debian: libc6-dev-{arch}-cross and linux-libc-dev-{arch}-cross)"
+        return message
 
     def run(
         self, args: Sequence[str], what: str, cwd: Path, *, output: Path | None = None, limit: int = MAX_OUTPUT
@@ -468,7 +487,7 @@ def evaluate(
                 out = tuple(v if queries[i].item not in failed else None for i, v in enumerate(values))
                 return Evaluation(out, failed, rounds)
             if (name := _missing_header(built.output)) is not None:
-                raise CheckError(f"headers not found: {_text(name)}")
+                raise CheckError(cc.headers_not_found(name))
             bad: dict[int, str] = {}
             for file, line, msg, notes in _errors(built.output):
                 for f, n in [(file, line), *notes]:

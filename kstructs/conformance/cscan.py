@@ -265,7 +265,7 @@ def _unescape(path: str) -> str:
         return path
     raw = re.sub(
         rb"\\([0-7]{1,3}|.)",
-        lambda m: bytes([int(m[1], 8) & 0xFF]) if m[1][:1].isdigit() else m[1],
+        lambda m: bytes([int(m[1], 8) & 0xFF]) if m[1][:1] in b"01234567" else m[1],
         path.encode("utf-8", "surrogateescape"),
     )
     return raw.decode("utf-8", "replace")
@@ -294,7 +294,7 @@ def _scan(cc: Compiler, headers: Sequence[str], include_dirs: Sequence[Path]) ->
         )
         if done.returncode != 0:
             if (name := _missing_header(done.output)) is not None:
-                raise CheckError(f"headers not found: {_text(name)}")
+                raise CheckError(cc.headers_not_found(name))
             raise CheckError(f"the headers do not preprocess: {_text(_first_error(done.output))}")
         try:
             if out.stat().st_size > MAX_PREPROCESSED:
