@@ -537,6 +537,30 @@ def test_btf_long_acyclic_chains(kinds: tuple[Kind, ...]) -> None:
     assert [(f.path, f.bit_offset) for f in btf.fields(holder.id)] == [("deep", 0)]
 
 
+def test_btf_chain_into_a_cycle_is_walked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2000 arrays ending in a 2-cycle of typedefs: asking the size of each
+    # must not walk the rest of the chain again (2000**2 steps in all).
+    e = Encoder()
+    e.ref(Kind.TYPEDEF, "a", 2)
+    e.ref(Kind.TYPEDEF, "b", 1)
+    top = _btf_chain(e, 2000, (Kind.ARRAY,))  # its int is type 3
+    e.types[2] = e.types[3][:12] + struct.pack("<III", 1, 1, 1)  # the first array now holds the cycle
+    btf = Btf(e.blob())
+    calls = 0
+    resolve = Btf.resolve
+
+    def counted(self: Btf, type_id: int) -> Type:
+        nonlocal calls
+        calls += 1
+        return resolve(self, type_id)
+
+    monkeypatch.setattr(Btf, "resolve", counted)
+    for type_id in range(3, top + 1):
+        with pytest.raises(BtfError, match="BTF type loop at type id 0x"):
+            btf.size_of(type_id)
+    assert calls < 4 * top
+
+
 def test_btf_array_larger_than_any_size_t() -> None:
     e = Encoder()
     top = e.array(e.array(e.int_("int", 4), 1, 0xFFFFFFFF), 1, 0xFFFFFFFF)
