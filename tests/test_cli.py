@@ -3,11 +3,13 @@ and scripts see it: stdout, stderr, exit status, signals, pipes."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -18,10 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyte
 import pytest
+from test_proctable import FakeProc, fake_proc
 
-from kstructs.__main__ import KINDS, _kinds
+from kstructs._escape import ENCODE_ERRORS, terminal
+from kstructs._proctable import ProcTable, Task
+from kstructs._watch import KINDS, Options, _kinds
+from kstructs._watchfilter import cgroup2_mounts
 from kstructs.cli import PRINTED, JsonFormat, TextFormat
+from kstructs.cn_proc import EventKind
 from kstructs.events import (
     PROCESS_EVENTS,
     AckEvent,
@@ -36,6 +44,7 @@ from kstructs.events import (
     SidEvent,
     UidEvent,
     UnknownEvent,
+    parse_request,
 )
 from kstructs.listener import Listener, Loss
 
@@ -60,21 +69,103 @@ SAMPLES: list[ProcessEvent | Loss] = [
 ]
 
 
+#: The keys watch adds after the kernel's, each absent when unknown.
+OPTIONAL_KEYS = {
+    "comm",
+    "comm_hex",
+    "cmdline",
+    "cmdline_hex",
+    "exe",
+    "exe_hex",
+    "duration_ns",
+    "uid",
+    "user",
+    "user_hex",
+}
+
+
 def keys(event: str) -> list[str]:
     if event == "lost":
         return ["event", "count", "reason", "cpu"]
     return ["event", *PROCESS_EVENTS[event]._fields]
 
 
+# (comm bytes, as the kernel holds them; the text a terminal must show)
+HOSTILE: list[tuple[bytes, str]] = [
+    (b"\x1b[3A\x1b[J", r"\x1b[3A\x1b[J"),  # cursor up 3, erase below
+    (b"a\nforged line", r"a\nforged line"),
+    (b"x\rover", r"x\rover"),
+    (b"\x1b]0;pwned\x07", r"\x1b]0;pwned\x07"),  # OSC: set the window title
+    (b"\xc2\x9b2J", r"\u009b2J"),  # U+009B, the one-character CSI, in UTF-8
+    (b"\x9b2J", r"\x9b2J"),  # the byte 0x9b alone: not UTF-8
+    (b"\xff\xfename", r"\xff\xfename"),
+    (b"\xe2\x80\xaegnp.exe", r"\u202egnp.exe"),  # RIGHT-TO-LEFT OVERRIDE
+    (b"\xe2\x81\xa6iso\xe2\x81\xa9", r"\u2066iso\u2069"),  # LEFT-TO-RIGHT ISOLATE .. POP
+    (b"back\\x1b", r"back\\x1b"),  # a backslash is escaped too: never mistaken for an escape
+    (b"del\x7f\x08\t", r"del\x7f\x08\t"),
+    (b"caf\xc3\xa9", "café"),  # printable UTF-8 stays as it is
+]
+
+
+def comm_event(raw: bytes, pid: int = 4242) -> CommEvent:
+    return CommEvent(1, 0, 10**12, pid, pid, raw.decode("utf-8", "surrogateescape"))
+
+
 # --- Formats ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("item", SAMPLES, ids=lambda i: type(i).__name__)
+def strict_json(line: str) -> dict[str, Any]:
+    """``json.loads`` as a strict parser reads it: UTF-8 bytes, no duplicate
+    key, no lone surrogate in any string (jq and Node would replace it, Perl's
+    JSON::PP refuses the line)."""
+    data = line.encode("utf-8")  # a lone surrogate cannot even be encoded
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in items]
+        assert len(set(names)) == len(names), f"duplicate key: {line}"
+        for value in (*names, *(v for _, v in items)):
+            if isinstance(value, str):
+                value.encode("utf-8")
+        return dict(items)
+
+    obj: dict[str, Any] = json.loads(data.decode("utf-8", "strict"), object_pairs_hook=pairs)
+    return obj
+
+
+@pytest.mark.parametrize("item", [s for s in SAMPLES if not isinstance(s, CommEvent)], ids=lambda i: type(i).__name__)
 def test_json_is_json_dumps_of_to_dict(item: ProcessEvent | Loss) -> None:
     line = JsonFormat()(item)
     assert line == json.dumps(item.to_dict())
-    obj = json.loads(line)
+    obj = strict_json(line)
     assert list(obj) == keys(obj["event"])
+
+
+def test_json_comm_that_is_utf8() -> None:
+    line = JsonFormat()(CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\ café'))
+    assert line == json.dumps(CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\ café').to_dict())
+    assert strict_json(line)["comm"] == 'we"ird\\ café'
+
+
+def test_json_comm_that_is_not_utf8_keeps_its_bytes_in_hex() -> None:
+    line = JsonFormat()(comm_event(b"\xff\xfename"))
+    assert line.isascii()
+    obj = strict_json(line)
+    assert list(obj) == [*keys("comm"), "comm_hex"]
+    assert obj["comm"] == "\ufffd\ufffdname"
+    assert obj["comm_hex"] == "fffe6e616d65"
+
+
+@pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
+def test_json_hostile_names(raw: bytes, shown: str) -> None:
+    obj = strict_json(JsonFormat()(comm_event(raw)))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        assert obj["comm"] == raw.decode("utf-8", "replace")
+        assert bytes.fromhex(obj["comm_hex"]) == raw
+    else:
+        assert obj["comm"] == text
+        assert "comm_hex" not in obj
 
 
 def test_json_keys_are_the_contract() -> None:
@@ -98,22 +189,21 @@ def test_json_keys_are_the_contract() -> None:
 
 
 def test_text_lines(tmp_path: Path) -> None:
-    for pid, name in (("100", "bash"), ("101", "make")):
-        (tmp_path / pid).mkdir()
-        (tmp_path / pid / "comm").write_text(f"{name}\n")
-    fmt = TextFormat(proc=str(tmp_path))
-    lines = [fmt(item) for item in SAMPLES]
+    fake_proc(tmp_path, {100: FakeProc(b"bash", ppid=1), 101: FakeProc(b"make", ppid=100, cmdline=b"make\0-j2\0")})
+    table = ProcTable(str(tmp_path), cmdline=True, boot_offset_ns=0)
+    fmt = TextFormat()
+    lines = [fmt(item, None if isinstance(item, Loss) else table.apply(item)) for item in SAMPLES]
     clock = r"\d\d:\d\d:\d\d"
     expected = [
-        rf"{clock} fork         101 parent 100 +bash",  # a child starts with its parent's name
-        rf"{clock} exec         101 +make",  # /proc/101/comm after the exec
-        rf"{clock} uid          101 ruid 0 euid 1000 +make",
-        rf"{clock} gid          101 rgid 0 egid 1000 +make",
-        rf"{clock} sid          101 new session +make",
-        rf"{clock} ptrace       101 tracer 100 +make",
-        rf"{clock} comm         101 comm +we\"ird",
-        rf"{clock} coredump     101 parent 100 +we\"ird",
-        rf"{clock} exit         101 status 3 +we\"ird",
+        rf"{clock} fork         101 parent 100 +bash$",  # a child starts with its parent's name
+        rf"{clock} exec         101 make -j2 +make$",  # /proc/101 after the exec: its command line and comm
+        rf"{clock} uid          101 ruid 0 euid 1000 +make$",
+        rf"{clock} gid          101 rgid 0 egid 1000 +make$",
+        rf"{clock} sid          101 new session +make$",
+        rf"{clock} ptrace       101 tracer 100 +make$",
+        rf"{clock} comm         101 comm +we\"ird\\\\\\xff$",
+        rf"{clock} coredump     101 parent 100 +we\"ird\\\\\\xff$",
+        rf"{clock} exit         101 status 3 parent 100 after 0.000s +we\"ird\\\\\\xff$",
         rf"{clock} lost           - 12 events \(enobufs\)$",
         rf"{clock} lost           - 3 events \(seq-gap\) on cpu 1$",
     ]
@@ -121,25 +211,23 @@ def test_text_lines(tmp_path: Path) -> None:
         assert re.match(pattern, line), (line, pattern)
 
 
+def test_text_header_names_the_columns() -> None:
+    assert TextFormat().header().split() == ["Time", "Event", "PID", "Info", "Name"]
+    assert TextFormat(user=True).header().split() == ["Time", "Event", "PID", "UID", "User", "Info", "Name"]
+
+
 @pytest.mark.parametrize(
     ("code", "text"),
     [(0, "status 0"), (3 << 8, "status 3"), (9, "SIGKILL"), (6 | 0x80, "SIGABRT core"), (0x7E, "signal 126")],
 )
 def test_text_exit_status(code: int, text: str) -> None:
-    line = TextFormat(proc="/nonexistent")(ExitEvent(0, 0, 0, 5, 5, code, 17, 1, 1))
-    assert line.split(None, 3)[3] == text
+    line = TextFormat()(ExitEvent(0, 0, 0, 5, 5, code, 17, 1, 1), None)
+    assert line.split(None, 3)[3].split() == [*text.split(), "parent", "1", "?"]
 
 
-def test_exec_of_a_process_already_gone_has_no_name(tmp_path: Path) -> None:
-    fmt = TextFormat(proc=str(tmp_path))
-    fmt.names[7] = "sh"
-    assert fmt(ExecEvent(0, 0, 0, 7, 7)).endswith(" 7")
-    assert fmt(ExitEvent(0, 0, 0, 7, 7, 0, 17, 1, 1)).endswith("status 0")
-
-
-def test_thread_fork_says_so() -> None:
-    line = TextFormat(proc="/nonexistent")(ForkEvent(0, 0, 0, 1, 1, 12, 10))
-    assert "parent 1 thread of 10" in line
+def test_thread_fork_is_a_clone_line() -> None:
+    line = TextFormat()(ForkEvent(0, 0, 0, 1, 1, 12, 10), None)
+    assert re.search(r" clone +12 thread of 10 +\?$", line), line
 
 
 def test_only_process_events_and_losses_are_printed() -> None:
@@ -149,8 +237,17 @@ def test_only_process_events_and_losses_are_printed() -> None:
 
 
 def test_events_option() -> None:
-    assert list(KINDS) == ["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"]
-    assert _kinds("fork, exit") == KINDS["fork"] | KINDS["exit"]
+    assert list(KINDS) == [
+        *["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"],
+        *["clone", "nonzero-exit"],
+    ]
+    assert _kinds("fork, exit") == {"fork", "exit"}
+    assert _kinds("core,ptrce") == {"coredump", "ptrace"}
+    # The process table sees what it needs, whatever is printed.
+    table = EventKind.FORK | EventKind.EXEC | EventKind.COMM | EventKind.EXIT
+    assert Options(events=frozenset({"uid"})).kernel_kinds() == EventKind.UID | table
+    assert Options(events=frozenset({"nonzero-exit"})).kernel_kinds() == EventKind.NONZERO_EXIT | table
+    assert Options().kernel_kinds() is None
 
 
 # --- The command ----------------------------------------------------------------
@@ -228,7 +325,8 @@ def cleanup() -> Iterator[list[Watch]]:
 def one_summary_line(stderr: str) -> None:
     assert "Traceback" not in stderr
     (line,) = stderr.splitlines()
-    assert re.fullmatch(r"kstructs: \d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ rejected .*", line), line
+    counts = r"\d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ unprinted at exit, \d+ rejected"
+    assert re.fullmatch(rf"kstructs: {counts} .*", line), line
 
 
 def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
@@ -238,23 +336,39 @@ def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
 
 @root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch]) -> None:
+def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch], tmp_path: Path) -> None:
+    # The command's requests carry a random nonce: a sitecustomize logs what it sends.
+    (tmp_path / "sitecustomize.py").write_text(_SEND_LOG)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "KSTRUCTS_SENDLOG": str(tmp_path / "sends")}
     with Listener() as watcher:  # sees the command's LISTEN and IGNORE replies
-        w = Watch("--format", "json")
+        w = Watch("--format", "json", env=env)
         cleanup.append(w)
         lines = w.until(lambda lines: any('"event": "exit"' in line and '"exit_code": 768' in line for line in lines))
-        port = _port_id(w.proc.pid)
+        nonce = parse_request(bytes.fromhex((tmp_path / "sends").read_text().split()[0])).ack
         w.proc.send_signal(sig)
         status, stderr = w.finish()
         assert status == 0
         one_summary_line(stderr)
         for line in lines:
-            obj = json.loads(line)
-            assert list(obj) == keys(obj["event"]), line
+            obj = strict_json(line)
+            kernel = keys(obj["event"])
+            assert list(obj)[: len(kernel)] == kernel, line
+            assert set(list(obj)[len(kernel) :]) <= OPTIONAL_KEYS, line
         exits = [o for o in mine(lines, w.children) if o["event"] == "exit"]
         assert exits and all(o["exit_code"] == 3 << 8 and o["exit_signal"] == 17 for o in exits)
-        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == port + 1]
+        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == nonce + 1]
         assert len(replies) == 2, "LISTEN and exactly one IGNORE"
+
+
+_SEND_LOG = """
+import os, socket
+_send = socket.socket.send
+def send(self, data, *args):
+    with open(os.environ["KSTRUCTS_SENDLOG"], "a") as log:
+        log.write(bytes(data).hex() + "\\n")
+    return _send(self, data, *args)
+socket.socket.send = send
+"""
 
 
 def _port_id(pid: int) -> int:
@@ -288,7 +402,15 @@ def test_text(cleanup: list[Watch]) -> None:
     cleanup.append(w)
 
     def seen(lines: list[str]) -> bool:
-        return any(re.search(rf"exit +{pid} status 3 +sh$", line) for line in lines for pid in w.children)
+        # A child whose exec was read while it ran (on a loaded machine one may
+        # be gone by then: its exec line says "?"), and a child's exit.
+        return any(
+            re.search(rf"exit +{pid} status 3 parent {os.getpid()} after \d+\.\d\d\ds +sh$", line)
+            for line in lines
+            for pid in w.children
+        ) and any(
+            re.search(rf"exec +{pid} sh -c sleep 0.05; exit 3 +sh$", line) for line in lines for pid in w.children
+        )
 
     lines = w.until(seen)
     w.proc.send_signal(signal.SIGINT)
@@ -296,7 +418,6 @@ def test_text(cleanup: list[Watch]) -> None:
     assert status == 0
     one_summary_line(stderr)
     assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) for line in lines), lines[:3]
-    assert any(re.search(rf"exec +{pid} +sh$", line) for line in lines for pid in w.children)
 
 
 @root
@@ -385,22 +506,21 @@ def _as_nobody() -> None:  # pragma: no cover - runs in the child
 def test_unprivileged_user() -> None:
     # Linux 6.6 lets anyone listen (the connector has NL_CFG_F_NONROOT_RECV
     # and cn_proc dropped its CAP_NET_ADMIN check); before, it takes privilege.
-    argv = command("watch", "--duration", "0.3")
-    if setpriv := shutil.which("setpriv"):
-        done = subprocess.run(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd="/",
-            check=False,
-        )
-    else:
-        done = subprocess.run(
+    def as_nobody(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if setpriv := shutil.which("setpriv"):
+            argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/", check=False)
+        return subprocess.run(
             argv, capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/", check=False
         )
-    if "Permission denied" in done.stderr and "kstructs:" not in done.stderr:
-        pytest.skip(f"nobody cannot run {sys.executable}")
+
+    # nobody must run this very interpreter and library: one it cannot read, or
+    # whose libpython it cannot load and takes from the system instead, proves nothing.
+    probe = as_nobody([sys.executable, "-c", "import sys, kstructs; print(sys.version)"])
+    if probe.stdout.strip() != sys.version:
+        why = (probe.stderr.strip().splitlines() or [f"it ran Python {probe.stdout.strip()}"])[-1]
+        pytest.skip(f"nobody cannot run this Python and kstructs ({sys.executable}): {why}")
+    done = as_nobody(command("watch", "--duration", "0.3"))
     major, minor = (int(re.match(r"\d+", p).group()) for p in os.uname().release.split(".")[:2])  # type: ignore[union-attr]
     if (major, minor) >= (6, 6):
         assert done.returncode == 0, done.stderr
@@ -470,3 +590,412 @@ def test_console_script() -> None:
     )
     assert done.returncode == 0
     one_summary_line(done.stderr)
+
+
+# --- Hostile names on a terminal ---------------------------------------------
+
+
+def through_a_pty(before: bytes, data: bytes, columns: int = 200) -> pyte.Screen:
+    """Write ``before`` and ``data`` to a real pty's slave end, read the master
+    end as a terminal would, and feed it to a VT100 emulator."""
+    master, slave = os.openpty()
+    try:
+        os.write(slave, before + data)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the slave is closed and everything is read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    screen = pyte.Screen(columns, 24)
+    pyte.ByteStream(screen).feed(out)
+    return screen
+
+
+def test_text_escapes_hostile_names() -> None:
+    fmt = TextFormat()
+    for raw, shown in HOSTILE:
+        line = fmt(comm_event(raw))
+        assert line.endswith(f"4242 comm                     {shown}"), (raw, line)
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), line
+
+
+@pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
+def test_hostile_name_on_a_terminal(raw: bytes, shown: str) -> None:
+    fmt = TextFormat()
+    before = b"first line\nsecond line\n"
+    line = fmt(comm_event(raw))
+    screen = through_a_pty(before, (line + "\n").encode("utf-8", ENCODE_ERRORS))
+    rows = [row.rstrip() for row in screen.display]
+    assert rows[:3] == ["first line", "second line", line]
+    assert rows[2].endswith(f"4242 comm                     {shown}")
+    assert all(row == "" for row in rows[3:]), rows
+    assert (screen.cursor.x, screen.cursor.y) == (0, 3)
+    assert screen.title == ""
+    assert not screen.mode - pyte.Screen(200, 24).mode  # no mode switched on
+
+
+def test_non_utf8_name_is_shown_as_bytes_not_surrogates() -> None:
+    line = TextFormat()(comm_event(b"\xff"))
+    assert line.endswith(r"\xff")
+    line.encode("utf-8")  # no lone surrogate left
+
+
+def test_terminal_escape_reads_back_to_the_bytes() -> None:
+    # \xHH is one byte, \uHHHH one character, \\ a backslash: the escaped form is
+    # unambiguous. Decoded here by a reader written from the rule, not the code.
+    def unescape(text: str) -> bytes:
+        out = bytearray()
+        i = 0
+        named = {"t": b"\t", "n": b"\n", "r": b"\r", "\\": b"\\"}
+        while i < len(text):
+            if text[i] != "\\":
+                out += text[i].encode()
+                i += 1
+            elif text[i + 1] in named:
+                out += named[text[i + 1]]
+                i += 2
+            elif text[i + 1] == "x":
+                out.append(int(text[i + 2 : i + 4], 16))
+                i += 4
+            else:
+                assert text[i + 1] == "u"
+                out += chr(int(text[i + 2 : i + 6], 16)).encode()
+                i += 6
+        return bytes(out)
+
+    for raw, shown in HOSTILE:
+        assert unescape(shown) == raw
+        assert unescape(terminal(raw.decode("utf-8", "surrogateescape"))) == raw
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_an_escape() -> None:
+    assert terminal("café").encode("ascii", ENCODE_ERRORS) == b"caf\\u00e9"
+
+
+def _pr_set_name_loop(names: list[bytes] | None = None) -> str:
+    # A child that renames itself with each hostile name in turn, until stdin closes.
+    return (
+        "import ctypes, os, select, sys, time\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"names = {names or [raw for raw, _ in HOSTILE]!r}\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+        "    for name in names:\n"
+        "        if libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) != 0:\n"
+        "            sys.exit(f'prctl: {ctypes.get_errno()}')\n"
+        "    time.sleep(0.1)\n"
+    )
+
+
+@root
+def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
+    # kstructs watch writes to a real terminal while a process gives itself each
+    # hostile name with prctl(PR_SET_NAME): the emulated screen holds exactly
+    # the lines written, one per event, each name escaped.
+    master, slave = os.openpty()
+    watch = subprocess.Popen(command("watch", "--events", "comm"), stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop()], stdin=subprocess.PIPE)
+    out = b""
+    try:
+        expected = {rf" {child.pid} comm +{re.escape(shown)}$" for _, shown in HOSTILE}
+        deadline = time.monotonic() + 20
+        while True:
+            text = out.decode("utf-8", "replace").replace("\r\n", "\n")
+            lines = text.split("\n")
+            if all(any(re.search(p, line) for line in lines) for p in expected):
+                break
+            assert time.monotonic() < deadline, f"not all names seen: {lines[-5:]}"
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                out += os.read(master, 65536)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+        watch.send_signal(signal.SIGINT)
+        watch.wait(15)
+    while select.select([master], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert watch.returncode == 0 and child.returncode == 0
+    lines = out.decode("utf-8").split("\r\n")
+    assert lines.pop() == ""
+    assert lines[0].split() == ["Time", "Event", "PID", "Info", "Name"]  # on a terminal: a header
+    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) and line.isprintable() for line in lines[1:])
+    screen = pyte.Screen(300, len(lines) + 1)
+    pyte.ByteStream(screen).feed(out)
+    assert [row.rstrip() for row in screen.display] == [*lines, ""]
+    assert screen.title == ""
+
+
+JQ = shutil.which("jq")
+
+
+@root
+def test_watch_json_of_a_child_with_a_name_that_is_not_utf8(cleanup: list[Watch]) -> None:
+    names = [b"\xff\xfe\x1b[J", b"plain"]
+    w = Watch("--format", "json", "--events", "comm")
+    cleanup.append(w)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop(names)], stdin=subprocess.PIPE)
+    try:
+        w.until(lambda lines: {json.loads(line).get("comm") for line in lines} >= {"\ufffd\ufffd\x1b[J", "plain"})
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+    w.proc.send_signal(signal.SIGINT)
+    status, _ = w.finish()
+    assert status == 0
+    objs = [strict_json(line) for line in w.lines]
+    from_child = [o for o in objs if o.get("process_pid") == child.pid]
+    assert {(o["comm"], o.get("comm_hex")) for o in from_child} == {
+        ("\ufffd\ufffd\x1b[J", "fffe1b5b4a"),
+        ("plain", None),
+    }
+
+
+@root
+@pytest.mark.jq
+@pytest.mark.skipif(JQ is None, reason="jq is not installed")
+def test_watch_json_read_by_jq(cleanup: list[Watch]) -> None:
+    # jq replaces a lone surrogate escape with U+FFFD without a word: it must
+    # read every line, and read each comm and comm_hex exactly as Python does.
+    w = Watch("--format", "json", "--events", "comm")
+    cleanup.append(w)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop([b"\xff\x9b", b"ok"])], stdin=subprocess.PIPE)
+    try:
+        w.until(lambda lines: sum(str(child.pid) in line for line in lines) >= 2)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+    w.proc.send_signal(signal.SIGINT)
+    w.finish()
+    assert JQ is not None
+    done = subprocess.run(
+        [JQ, "-c", "[.comm, .comm_hex]"],
+        input="\n".join(w.lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    read_by_jq = [json.loads(line) for line in done.stdout.splitlines()]
+    assert read_by_jq == [[o.get("comm"), o.get("comm_hex")] for o in map(strict_json, w.lines)]
+    assert ["\ufffd\ufffd", "ff9b"] in read_by_jq
+
+
+# --- forkstat's features ------------------------------------------------------
+
+
+def test_help_lists_every_option() -> None:
+    done = subprocess.run(command("watch", "--help"), capture_output=True, text=True, timeout=30, check=True)
+    text = " ".join(done.stdout.split())
+    for option in ("--format", "--events", "--name {comm,cmdline,exe}", "-x, --user", "--pid PID", "--uid UID"):
+        assert option in text, option
+    for option in ("--comm GLOB", "--cgroup PATH", "-S, --stats", "-q, --quiet", "--duration", "--count"):
+        assert option in text, option
+    for kind in ("clone", "nonzero-exit", "core, ptrce and all"):
+        assert kind in text, kind
+
+
+def _task(**kw: Any) -> Task:
+    fields: dict[str, Any] = {"pid": 101, "tgid": 101, "ppid": 100, "comm": "sh", "start_ns": 10**9}
+    fields.update(kw)
+    return Task(**fields)
+
+
+EXEC = ExecEvent(6, 1, 2 * 10**9, 101, 101)
+EXIT = ExitEvent(13, 0, 3 * 10**9 + 5, 101, 101, 0, 17, 0, 0)
+
+
+def test_json_optional_keys() -> None:
+    fmt = JsonFormat()
+    obj = strict_json(fmt(EXEC, _task(cmdline=b"sh\0-c\0echo hi")))
+    assert list(obj)[len(keys("exec")) :] == ["comm", "cmdline"]
+    assert obj["comm"] == "sh" and obj["cmdline"] == ["sh", "-c", "echo hi"]
+    # Unknown: absent, not empty.
+    obj = strict_json(fmt(EXEC, _task(comm=None, cmdline=None, start_ns=None)))
+    assert list(obj) == keys("exec")
+    assert list(strict_json(fmt(EXEC, None))) == keys("exec")
+    # The lifetime, on exits; the kernel's parent_pid 0 stays.
+    obj = strict_json(fmt(EXIT, _task()))
+    assert obj["duration_ns"] == 2 * 10**9 + 5 and obj["parent_pid"] == 0
+    assert "duration_ns" not in strict_json(fmt(EXIT, _task(start_ns=None)))
+    # Bytes that are not UTF-8: U+FFFD in the strings, the exact bytes in hex.
+    obj = strict_json(fmt(EXEC, _task(comm="\udcff", cmdline=b"a\xff\0b")))
+    assert obj["cmdline"] == ["a\ufffd", "b"] and obj["cmdline_hex"] == "61ff0062"
+    assert obj["comm"] == "\ufffd" and obj["comm_hex"] == "ff"
+
+
+def test_json_name_and_user_options() -> None:
+    obj = strict_json(JsonFormat(name="cmdline")(EXIT, _task(cmdline=b"sleep\x001")))
+    assert obj["cmdline"] == ["sleep", "1"]  # on every kind with --name cmdline
+    assert "cmdline" not in strict_json(JsonFormat()(EXIT, _task(cmdline=b"sleep\x001")))
+    obj = strict_json(JsonFormat(name="exe")(EXIT, _task(exe="/usr/bin/sleep")))
+    assert obj["exe"] == "/usr/bin/sleep"
+    obj = strict_json(JsonFormat(user=True)(EXIT, _task(uid=0)))
+    assert (obj["uid"], obj["user"]) == (0, "root")
+    assert "uid" not in strict_json(JsonFormat(user=True)(EXIT, _task(uid=None)))
+
+
+def test_text_options() -> None:
+    task = _task(cmdline=b"sleep\x001\0\x1b[J", exe="/usr/bin/sleep", uid=0)
+    assert TextFormat()(EXEC, task).endswith(r" exec         101 sleep 1 \x1b[J           sh")
+    assert TextFormat(name="cmdline")(EXEC, task).endswith(r" exec         101                          sleep 1 \x1b[J")
+    assert TextFormat(name="exe")(EXIT, task).endswith(" parent 100 after 2.000s /usr/bin/sleep")
+    assert TextFormat(user=True)(EXIT, task).split()[3:5] == ["0", "root"]
+    assert TextFormat(user=True)(EXIT, None).split()[3:5] == ["?", "?"]
+    # parent_pid 0 from the kernel: the text shows the parent the table knows.
+    assert " status 0 parent 100 after 2.000s sh" in TextFormat()(EXIT, task)
+    assert TextFormat()(EXIT, _task(kthread=True, comm="kworker/0:1")).endswith(" [kworker/0:1]")
+
+
+def _run(*args: str, child: list[str], timeout: float = 30, **popen: Any) -> tuple[int, str, str, int]:
+    """Run watch, then ``child`` once it has subscribed, stop watch once the
+    child's exit is printed (or after its 20 s), return (status, out, err, child pid)."""
+    proc = subprocess.Popen(
+        command("watch", "--duration", "20", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+    deadline = time.monotonic() + 10
+    while not _port_or_none(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # the LISTEN and the seed
+    kid = subprocess.Popen(child)
+    kid.wait(timeout)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err, kid.pid
+
+
+def _port_or_none(pid: int) -> int | None:
+    try:
+        return _port_id(pid)
+    except (AssertionError, OSError):
+        return None
+
+
+@root
+def test_pid_filter_follows_descendants() -> None:
+    script = "sh -c 'true; sh -c true'; true"
+    parent = subprocess.Popen(["sh", "-c", f"read x; {script}"], stdin=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.Popen(
+            command("watch", "--format", "json", "--pid", str(parent.pid)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        while not _port_or_none(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(0.3)
+        subprocess.run(["true"], check=True)  # not a descendant
+        assert parent.stdin is not None
+        parent.stdin.write("go\n")
+        parent.stdin.close()
+        parent.wait(10)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert proc.returncode == 0, err
+    objs = [strict_json(line) for line in out.splitlines()]
+    tree = {parent.pid}
+    for o in objs:
+        if o["event"] == "fork":
+            assert o["parent_tgid"] in tree, o
+            tree.add(o["child_tgid"])
+        elif o["event"] != "lost":
+            assert o["process_tgid"] in tree, o
+    forks = [o for o in objs if o["event"] == "fork"]
+    assert any(o["parent_tgid"] != parent.pid for o in forks), forks  # a grandchild, followed
+    assert any(o["event"] == "exit" and o["process_pid"] == parent.pid for o in objs)
+
+
+@root
+def test_comm_uid_and_nonzero_exit_filters() -> None:
+    status, out, err, kid = _run("--format", "json", "--comm", "kst-*", child=_renamed_child("kst-glob", 3))
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines()]
+    assert objs and all(o.get("comm", "").startswith("kst-") for o in objs if o["event"] != "lost")
+    assert any(o["event"] == "exit" and o["process_pid"] == kid for o in objs)
+    status, out, err, kid = _run("--format", "json", "--uid", "65534", child=["setpriv", "--reuid=65534", "true"])
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+    assert objs and {o["process_pid"] for o in objs if o["event"] == "exit"} == {kid}
+    status, out, err, kid = _run(
+        "--format", "json", "--events", "nonzero-exit", child=["sh", "-c", "(exit 0); (exit 4); exit 5"]
+    )
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+    mine = [o for o in objs if o["process_pid"] == kid or o["parent_pid"] == kid]
+    assert sorted(o["exit_code"] >> 8 for o in mine) == [4, 5]
+    assert all(o["event"] == "exit" and o["exit_code"] for o in objs)
+
+
+def _renamed_child(name: str, status: int) -> list[str]:
+    code = (
+        f"import ctypes, sys, time; ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0); "
+        f"time.sleep(0.2); sys.exit({status})"
+    )
+    return [sys.executable, "-c", code]
+
+
+@root
+def test_cgroup_filter(tmp_path: Path) -> None:
+    mounts = cgroup2_mounts()
+    if not mounts or not Path(mounts[0], "cgroup.procs").exists():
+        pytest.skip("cgroup v2 is not mounted")
+    base = Path(mounts[0])
+    group = base / f"kstructs-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        inner = group / "inner"
+        inner.mkdir()
+        script = f"echo $$ > {inner}/cgroup.procs && exec sh -c 'true; sleep 0.3; exit 6'"
+        status, out, err, kid = _run("--format", "json", "--cgroup", str(group), child=["sh", "-c", script])
+        assert status == 0, err
+        objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+        assert objs, err
+        assert {o.get("process_tgid", o.get("child_tgid")) for o in objs} <= {kid} | {
+            o["child_tgid"] for o in objs if o["event"] == "fork"
+        }
+        assert any(o["event"] == "exit" and o["process_pid"] == kid and o["exit_code"] == 6 << 8 for o in objs)
+    finally:
+        for d in (group / "inner", group):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+@root
+def test_stats_and_quiet() -> None:
+    status, out, err, kid = _run("-S", "--quiet", child=_renamed_child("kst-stats", 0))
+    assert status == 0 and out == "", err
+    lines = err.splitlines()
+    assert lines[0].split()[:3] == ["PID", "fork", "clone"]
+    (row,) = [line for line in lines if line.split()[0] == str(kid)]
+    assert row.split()[-1] == "kst-stats" and row.split()[4] == "1"  # its exit
+    assert lines[-2].split()[0] == "all"
+    assert re.match(r"kstructs: \d+ events, ", lines[-1])

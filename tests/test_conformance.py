@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compiler, header_version, tree
+from conftest import compiler, header_version, proc_event_align, tree
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.conformance import CATEGORIES, Binding, CheckError, Finding, check_headers
@@ -34,6 +34,7 @@ def newer_than_installed(item: str, binding: Binding) -> bool:
     return item in binding.added_in and tuple(map(int, binding.added_in[item].split(".")[:2])) > header_version()
 
 
+@proc_event_align
 def test_installed_headers_conform() -> None:
     report = check_headers(BINDINGS)
     assert rows(report.findings) == set()
@@ -44,6 +45,7 @@ def test_installed_headers_conform() -> None:
     assert {f.item for f in report.findings if f.category == "not-mirrored"} == set(netlink.NOT_MIRRORED)
 
 
+@proc_event_align
 def test_a_version_record_later_than_headers_that_have_the_item() -> None:
     # A wrong ADDED_IN entry would turn a real absence into a harmless "newer": the check says so.
     have = header_version()
@@ -185,6 +187,7 @@ CHANGES: dict[str, tuple[str, str, str, set[Row]]] = {
 
 
 @pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+@proc_event_align
 def test_one_change_gives_its_exact_findings(tmp_path: Path, change: str) -> None:
     header, pattern, replacement, expected = CHANGES[change]
     report = check_headers(BINDINGS, include_dirs=[tree(tmp_path, header, pattern, replacement)])
@@ -222,6 +225,7 @@ def test_macro_findings_count_the_inputs(tmp_path: Path) -> None:
     }
 
 
+@proc_event_align
 def test_headers_with_the_linux_6_6_items_check_them(tmp_path: Path) -> None:
     """The installed cn_proc.h grown by hand to 6.6's items: they are compared, not noted."""
     if header_version() >= (6, 6):
@@ -317,6 +321,7 @@ def point_binding(**changes: object) -> Binding:
     return Binding(**{**fields, **changes})  # type: ignore[arg-type]
 
 
+@proc_event_align
 def test_a_projects_own_header(tmp_path: Path) -> None:
     (tmp_path / "point.h").write_text(POINT_H)
     report = check_headers([point_binding()], include_dirs=[tmp_path], macro_inputs=range(100))
@@ -330,6 +335,7 @@ def test_a_projects_own_header(tmp_path: Path) -> None:
     assert report.checked > 100
 
 
+@proc_event_align
 def test_a_projects_own_header_with_mistakes(tmp_path: Path) -> None:
     (tmp_path / "point.h").write_text(POINT_H)
     binding = point_binding(

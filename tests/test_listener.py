@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ import pytest
 
 from kstructs import listener as listener_module
 from kstructs.cn_proc import EventKind
+from kstructs.connector import cn_msg
 from kstructs.events import (
     AckEvent,
     CommEvent,
@@ -37,9 +39,10 @@ from kstructs.events import (
     SidEvent,
     UidEvent,
     encode_event,
+    encode_listen,
 )
-from kstructs.listener import Item, Listener, Loss, NamespaceError, NoAckError, PrivilegeError
-from kstructs.netlink import NETLINK_CONNECTOR
+from kstructs.listener import Item, Listener, Loss, NamespaceError, NoAckError, NoConnectorError, PrivilegeError
+from kstructs.netlink import NETLINK_CONNECTOR, NLMSG_HDRLEN, nlmsghdr
 
 root = pytest.mark.root
 libc = ctypes.CDLL(None, use_errno=True)
@@ -99,6 +102,29 @@ def in_child(body: Callable[[], int]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+TEST_TIMEOUT = 60.0  # seconds any one test may take
+
+
+class Overtime(BaseException):
+    """Raised by the per-test alarm (a BaseException: no test code swallows it)."""
+
+
+@pytest.fixture(autouse=True)
+def alarm() -> Iterator[None]:
+    """Every test here reads a socket that could block: a SIGALRM ends it."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise Overtime(f"the test took over {TEST_TIMEOUT:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(autouse=True, params=["recvmmsg", "recvfrom"])
@@ -245,10 +271,18 @@ def test_thread(listener: Listener) -> None:
     thread.join()
     assert tid is not None
     items = about(collect(listener, exited(tid)), tid)
-    fork, exit_ = items
-    me = os.getpid()
-    # A thread's real_parent is its process's parent.
-    assert fork == ForkEvent(*_head(fork), os.getppid(), os.getppid(), child_pid=tid, child_tgid=me)
+    me, parent = os.getpid(), os.getppid()
+    if sys.version_info >= (3, 14):
+        # CPython 3.14 names its OS threads: the kernel reports that comm change.
+        fork, comm, exit_ = items
+        assert isinstance(comm, CommEvent) and (comm.process_pid, comm.process_tgid) == (tid, me)
+    else:
+        fork, exit_ = items
+    assert isinstance(fork, ForkEvent)
+    # A thread's real_parent is its process's parent: the thread of it that
+    # forked this process (its leader unless the parent is multi-threaded).
+    assert fork.parent_pid == parent or os.path.exists(f"/proc/{parent}/task/{fork.parent_pid}")
+    assert fork == ForkEvent(*_head(fork), fork.parent_pid, parent, child_pid=tid, child_tgid=me)
     # Not the group leader: no exit signal (-1), reaped before the report.
     assert exit_ == ExitEvent(*_head(exit_), tid, me, exit_code=0, exit_signal=0xFFFFFFFF, parent_pid=0, parent_tgid=0)
 
@@ -281,23 +315,39 @@ def test_nonzero_exit_filter() -> None:
         assert all(isinstance(e, ExitEvent) and e.exit_code for e in items)
 
 
+def _unread_proc_input(events: int | None = None, **kwargs: int) -> bytes:
+    """A subscribe request as a kernel before 6.6 treats one with a
+    proc_input: 4 bytes longer than both lengths cn_proc_mcast_ctl() reads,
+    so the kernel ignores it without a reply."""
+    request = bytearray(encode_listen(events, **kwargs))
+    if events is not None:
+        request += bytes(4)
+        struct.pack_into("=I", request, nlmsghdr.nlmsg_len.offset, len(request))
+        cn_len = NLMSG_HDRLEN + cn_msg.len.offset
+        struct.pack_into("=H", request, cn_len, struct.unpack_from("=H", request, cn_len)[0] + 4)
+    return bytes(request)
+
+
 @root
-def test_user_space_filter_matches_the_kernels() -> None:
-    # Subscribed to everything in the kernel, filtered here: the same stream.
-    with Listener(EventKind.EXEC) as lst:
-        lst.stats.kernel_filter = False
-        lst._pass = frozenset({ExecEvent})  # what a kernel before 6.6 leaves to user space
+def test_user_space_filter_on_a_kernel_without_proc_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel ignores the proc_input and sends everything: the listener
+    # filters in user space, and the stream is the same.
+    monkeypatch.setattr(listener_module, "encode_listen", _unread_proc_input)
+    with Listener(EventKind.EXEC, ack_timeout=2.0) as lst:
+        assert not lst.stats.kernel_filter
         proc = subprocess.Popen(["/bin/true"])
         items = collect(lst, lambda items: any(pid_of(e) == proc.pid for e in items))
         proc.wait()
-        assert all(isinstance(e, ExecEvent) for e in items)
+        assert items and all(isinstance(e, ExecEvent) for e in items), {type(e) for e in items}
+        assert lst.stats.filtered >= 2  # this test's own fork and exit, at least
 
 
 # --- Subscription: replies and IGNORE ----------------------------------------
 
 
-def _replies(items: list[Item], port_id: int) -> list[AckEvent]:
-    return [e for e in items if isinstance(e, AckEvent) and e.ack == (port_id + 1) & 0xFFFFFFFF]
+def _replies(items: list[Item], nonce: int) -> list[AckEvent]:
+    """The kernel's replies to requests whose cn_msg.ack was ``nonce``."""
+    return [e for e in items if isinstance(e, AckEvent) and e.ack == (nonce + 1) & 0xFFFFFFFF]
 
 
 @root
@@ -305,18 +355,23 @@ def _replies(items: list[Item], port_id: int) -> list[AckEvent]:
 def test_ack_and_exactly_one_ignore(events: EventKind | None, replies: int) -> None:
     # Every subscriber's reply goes to every listener: a second listener sees
     # A's LISTEN (and, filtered, its proc_input probe) and A's IGNORE.
+    if events is not None and kernel() < (6, 6):
+        replies = 2  # before 6.6 the proc_input probe gets no reply
     with Listener() as watcher:
         a = Listener(events).open()
         assert a.port_id != 0
         a.close()
         a.close()
         assert a.ignore_sent and a.closed
-        seen = collect(watcher, lambda items: len(_replies(items, a.port_id)) >= replies)
+        seen = collect(watcher, lambda items: len(_replies(items, a._nonce)) >= replies)
         time.sleep(0.1)
         seen += watcher.read()
-        acks = _replies(seen, a.port_id)
+        acks = _replies(seen, a._nonce)
         assert len(acks) == replies
-        assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
+        if kernel() >= (6, 6):
+            assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
+        else:  # a reply before 6.6 has cpu -1
+            assert all(ack.err == 0 and ack.cpu == 0xFFFFFFFF for ack in acks)
 
 
 @root
@@ -444,10 +499,11 @@ def test_async_iterator(listener: Listener) -> None:
 
 @root
 def test_read_does_not_block(listener: Listener) -> None:
-    start = time.monotonic()
-    listener.read()
-    assert time.monotonic() - start < 1.0
-    assert select.select([listener.fileno()], [], [], 0) is not None
+    # Drain whatever the machine makes, then read an empty queue: a blocking
+    # read would not return (the per-test alarm would end the test).
+    while listener.read():
+        pass
+    assert isinstance(listener.read(), list)
 
 
 # --- Errors -------------------------------------------------------------------
@@ -475,8 +531,12 @@ def test_no_reply_in_a_user_namespace() -> None:
             return 2
         try:
             Listener(ack_timeout=0.2).open()
+        except PrivilegeError as e:
+            # Before 6.6 joining the group takes CAP_NET_ADMIN in the initial user namespace.
+            return 0 if kernel() < (6, 6) and e.errno == errno.EPERM else 1
         except NoAckError as e:
-            return 0 if isinstance(e, TimeoutError) and "CONFIG_PROC_EVENTS" in str(e) else 1
+            # 6.6 lets anyone join, and ignores a request from another user namespace.
+            return 0 if kernel() >= (6, 6) and isinstance(e, TimeoutError) and "CONFIG_PROC_EVENTS" in str(e) else 1
         return 1
 
     code = in_child(body)
@@ -497,31 +557,25 @@ def test_no_privilege_names_cap_net_admin(monkeypatch: pytest.MonkeyPatch) -> No
     assert "CAP_NET_ADMIN" in str(info.value)
 
 
+def test_no_connector_says_what_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unsupported(socket.socket):
+        def __init__(self, family: int, kind: int, proto: int) -> None:
+            raise OSError(errno.EPROTONOSUPPORT, os.strerror(errno.EPROTONOSUPPORT))
+
+    monkeypatch.setattr(socket, "socket", Unsupported)
+    with pytest.raises(NoConnectorError) as info:
+        Listener().open()
+    assert info.value.errno == errno.EPROTONOSUPPORT
+    assert "CONFIG_CONNECTOR" in str(info.value) and "qemu-user" in str(info.value)
+
+
 def test_loss_values() -> None:
     loss = Loss(12, "enobufs")
     assert loss.to_dict() == {"event": "lost", "count": 12, "reason": "enobufs", "cpu": None}
     assert Loss(3, "seq-gap", 1).to_dict()["cpu"] == 1
 
 
-@root
-def test_lingering_never_risks_the_receive_buffer() -> None:
-    def after_read(lst: Listener, datagrams: int, seconds: float, *, backlog: bool = False) -> float:
-        """pause() after reads of ``datagrams`` in the ``seconds`` since the last."""
-        lst._since_pause, lst._backlog = datagrams, backlog
-        lst._last_pause = time.monotonic() - seconds
-        return lst.pause()
-
-    with Listener(rcvbuf=65536, linger=0.004) as small:
-        # The kernel doubles the request: 128 KiB hold some 160 events.
-        assert after_read(small, 1, 0.010) == 0.004  # 100 events/s: a full linger is safe
-        # 10,000 events/s: 4 ms of them would fill more than a quarter.
-        assert 0.001 <= after_read(small, 100, 0.010) < 0.004
-        assert after_read(small, 1000, 0.001) == 0  # 1M/s: not even a millisecond
-        assert after_read(small, 1, 0.010, backlog=True) == 0  # the read left some queued
-    with Listener(linger=0.004) as big:
-        assert after_read(big, 100, 0.001) == 0.004  # 16 MiB hold seconds of that
-    with Listener(linger=0) as never:
-        assert after_read(never, 1, 0.010) == 0
+def test_linger_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="linger"):
         Listener(linger=-1)
 
@@ -566,19 +620,25 @@ def test_an_interrupted_read_leaves_the_rest_of_its_batch() -> None:
 
 @root
 def test_an_interrupted_read_keeps_what_it_had_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs import stream as stream_module
     from kstructs.events import event_matches as real
 
     calls = [0]
+    pids: list[int] = []
 
     def interrupting(event: Any, kinds: Any) -> bool:
-        calls[0] += 1
+        # Before 6.6 the kernel does not filter: every event of the workload
+        # is filtered here, so count only its exits.
+        if isinstance(event, ExitEvent) and event.process_pid in pids:
+            calls[0] += 1
         if calls[0] == 3:  # a signal arrives while the third exit is filtered
+            calls[0] += 1
             raise KeyboardInterrupt
         return real(event, kinds)
 
     with Listener(EventKind.NONZERO_EXIT) as lst:
-        pids = queued_exits("false")
-        monkeypatch.setattr(listener_module, "event_matches", interrupting)
+        pids += queued_exits("false")
+        monkeypatch.setattr(stream_module, "event_matches", interrupting)
         with pytest.raises(KeyboardInterrupt):
             lst.read()
         items = lst.read()
