@@ -66,7 +66,8 @@ if mode == "stderr":
 if mode == "nothing":
     sys.exit(0)
 if mode == "crash":
-    os.kill(os.getpid(), rng.choice([signal.SIGSEGV, signal.SIGABRT, signal.SIGKILL]))
+    # signals without a core dump: a dumping one is a process-events coredump for every listener here
+    os.kill(os.getpid(), rng.choice([signal.SIGKILL, signal.SIGTERM, signal.SIGHUP]))
 if mode == "hang":
     import time
     time.sleep(60)

@@ -1314,6 +1314,20 @@ def test_header_checker_fuzz_short_run() -> None:
     assert result["target"] == "headers"
 
 
+@pytest.mark.cc
+def test_header_diff_junk_line_markers_from_the_preprocessor(tmp_path: Path) -> None:
+    # Found by bench/fuzz_headers.py: "\9" is no octal escape.
+    cc = script(
+        tmp_path / "markercc",
+        'for a; do [ "$a" = -E ] && pre=1; done\n'
+        '[ -z "$pre" ] && exec cc "$@"\n'
+        'out=; prev=; for a; do [ "$prev" = -o ] && out=$a; prev=$a; done\n'
+        'printf \'# 1 "\\\\9\\\\377\\\\\\\\/linux/connector.h"\\n#define CN_IDX_PROC 0x1\\n\' > "$out"\n',
+    )
+    doc = ran(header_diff("--json", "--cc", cc))
+    assert "9\ufffd\\" in doc["sources"][0]["description"]
+
+
 @pytest.mark.root
 def test_watch_reports_kernel_drops_behind_a_slow_pipe_at_exit(tmp_path: Path) -> None:
     # A storm larger than the receive queue while stdout is not read: the
@@ -1339,20 +1353,6 @@ def test_watch_reports_kernel_drops_behind_a_slow_pipe_at_exit(tmp_path: Path) -
     assert printed == len(objs) - len(lost)
     assert sum(o["count"] for o in lost if o["reason"] != "exit") == kernel_lost
     assert sum(o["count"] for o in lost if o["reason"] == "exit") == unprinted
-
-
-@pytest.mark.cc
-def test_header_diff_junk_line_markers_from_the_preprocessor(tmp_path: Path) -> None:
-    # Found by bench/fuzz_headers.py: "\9" is no octal escape.
-    cc = script(
-        tmp_path / "markercc",
-        'for a; do [ "$a" = -E ] && pre=1; done\n'
-        '[ -z "$pre" ] && exec cc "$@"\n'
-        'out=; prev=; for a; do [ "$prev" = -o ] && out=$a; prev=$a; done\n'
-        'printf \'# 1 "\\\\9\\\\377\\\\\\\\/linux/connector.h"\\n#define CN_IDX_PROC 0x1\\n\' > "$out"\n',
-    )
-    doc = ran(header_diff("--json", "--cc", cc))
-    assert "9\ufffd\\" in doc["sources"][0]["description"]
 
 
 # --- Parser ---
