@@ -112,6 +112,39 @@ class ProcTable:
         it is about (for an exit, the entry that just left). ``superseded``:
         an exec followed by another exec of the same process that has
         arrived too; /proc shows the later program, so this one's is unknown."""
+        kind = type(ev)
+        if kind is ForkEvent and not superseded:
+            # The common case first, inline: a process forked by a main
+            # thread the table knows, confirmed since the last loss.
+            fork: ForkEvent = ev  # type: ignore[assignment]  # type() is ForkEvent
+            _, _, at, parent_pid, parent_tgid, pid, tgid = fork
+            tasks = self.tasks
+            parent = tasks.get(parent_tgid)
+            if (
+                parent is not None
+                and pid == tgid  # a process, not a thread
+                and parent_pid == parent_tgid  # its main thread forked
+                and parent.pid == parent.tgid
+                and parent.epoch == self.losses
+                and not parent.kthread
+                and parent_tgid != KTHREADD_PID
+                and not self.want_cgroup
+                and (pid in tasks or len(tasks) < self.max_tasks)
+                and (parent.start_ns is None or parent.start_ns <= at + _TICK_NS)
+            ):
+                child = tasks[pid] = Task(
+                    pid, pid, parent_tgid, parent.comm, at, parent.uid, False, parent.cmdline, parent.exe,
+                    parent.cgroup, self.losses,
+                )  # fmt: skip
+                return child
+        elif kind is ExitEvent:
+            exit_: ExitEvent = ev  # type: ignore[assignment]  # type() is ExitEvent
+            _, _, at, pid, tgid, *_ = exit_
+            task = self.tasks.get(pid)
+            if task is not None and pid == tgid == task.tgid and task.epoch == self.losses and not task.provisional:
+                del self.tasks[pid]
+                start = task.start_ns
+                return task if start is None or start <= at + _TICK_NS else None
         if superseded and isinstance(ev, ExecEvent):
             task = self._exec(ev)
             if task is not None:
