@@ -84,6 +84,7 @@ class ProcTable:
         self.want_cmdline = cmdline
         self.want_exe = exe
         self.want_cgroup = cgroup
+        self.want_uid = True
         self.max_tasks = max_tasks
         self.tasks: dict[int, Task] = {}
         self.losses = 0
@@ -94,8 +95,19 @@ class ProcTable:
 
     # --- Feeding -------------------------------------------------------
 
-    def seed(self) -> None:
-        """Every process in ``/proc`` now."""
+    def seed(self, *, cmdline: bool | None = None, uid: bool = True) -> None:
+        """Every process in ``/proc`` now. ``cmdline`` (default: as the table
+        reads them) and ``uid``: whether to read those too, one more read per
+        process; unread, they are unknown until the process's next exec."""
+        want = self.want_cmdline, self.want_uid
+        self.want_cmdline = self.want_cmdline if cmdline is None else cmdline
+        self.want_uid = uid
+        try:
+            self._seed()
+        finally:
+            self.want_cmdline, self.want_uid = want
+
+    def _seed(self) -> None:
         try:
             names = os.listdir(self.proc)
         except OSError:
@@ -311,7 +323,8 @@ class ProcTable:
         if start_ns > at_ns + _TICK_NS:  # a newer process with a reused pid
             return None
         kthread = bool(flags & PF_KTHREAD)
-        task = Task(pid, pid, ppid, comm, start_ns, self._read_uid(pid), kthread, epoch=self.losses)
+        uid = self._read_uid(pid) if self.want_uid else None
+        task = Task(pid, pid, ppid, comm, start_ns, uid, kthread, epoch=self.losses)
         if not kthread:
             if self.want_cmdline:
                 task.cmdline = self._read_cmdline(pid)
