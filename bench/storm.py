@@ -50,9 +50,66 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _common
-from _common import Floor, Forkstat, KstructsLibrary, KstructsWatch, Pyroute2, Storm, Watcher
+from _common import Floor, Forkstat, KstructsLibrary, KstructsWatch, Pyroute2, Received, Storm, Watcher
 
 SMALL_RCVBUF = 16384  # bytes asked for; the kernel doubles it for bookkeeping
+
+
+# --- kstructs watch as a user runs it: names from the process table, the
+# command line as the name, the lifetime on exits (always on) ---------------
+
+
+class _Settled(KstructsWatch):
+    """Starts the storm once watch is idle: its start (the /proc seed of the
+    process table, after the subscription) is not a storm event's cost."""
+
+    def start(self) -> None:
+        super().start()
+        self.wait_drained()
+
+
+class WatchJson(_Settled):
+    """JSON with ``--name cmdline``: every line carries ``comm`` and ``cmdline``, exits ``duration_ns``."""
+
+    name = "kstructs watch --format json --name cmdline"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--name", "cmdline"]
+
+
+class WatchText(_Settled):
+    """Text with ``--name cmdline``: every line ends with the command line, exits with the lifetime."""
+
+    name = "kstructs watch --name cmdline"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "kstructs", "watch", "--events", "fork,exit", "--name", "cmdline"]
+
+    def stdout_path(self) -> Path:
+        return self.workdir / "watch.txt"
+
+    def received(self, storm: Storm) -> Received:
+        # "HH:MM:SS fork PID parent PPID NAME", "HH:MM:SS exit PID status N parent P after Ts NAME",
+        # "HH:MM:SS lost - N events (reason)".
+        forks = lost = 0
+        exits: list[int] = []
+        with self.stdout_path().open(errors="replace") as f:
+            for line in f:
+                cols = line.split()
+                if len(cols) < 4:
+                    continue
+                if cols[1] == "fork" and cols[3] == "parent" and int(cols[4]) in storm.generators:
+                    forks += 1
+                elif cols[1] == "exit" and cols[2].isdigit():
+                    exits.append(int(cols[2]))
+                elif cols[1] == "lost":
+                    lost += int(cols[3])
+        return Received(forks, storm.matched(exits), lost)
+
+
+#: forkstat reads /proc/PID/cmdline for every event it prints (its default
+#: name; -c would use comm) and prints the lifetime on exits.
+WATCHERS: list[type[Watcher]] = [WatchText, WatchJson]
 
 
 @dataclass
@@ -149,8 +206,12 @@ def notes(runs: list[Run]) -> str:
     return "; ".join(parts)
 
 
-def peer_table(exe: Path, work: Path, children: int, reps: int) -> tuple[str, dict[tuple[int, str], list[Run]]]:
-    kinds: list[type[Watcher]] = [Floor, KstructsLibrary, KstructsWatch, Forkstat, Pyroute2]
+def peer_table(
+    exe: Path, work: Path, children: int, reps: int, *, watch_only: bool = False
+) -> tuple[str, dict[tuple[int, str], list[Run]]]:
+    kinds: list[type[Watcher]] = (
+        [*WATCHERS, Forkstat] if watch_only else [Floor, KstructsLibrary, *WATCHERS, Forkstat, Pyroute2]
+    )
     rows: list[list[object]] = []
     everything: dict[tuple[int, str], list[Run]] = {}
     for generators in (1, 2):
@@ -336,6 +397,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=None, help="runs per cell, median reported (default 3, quick 1)")
     parser.add_argument("--quick", action="store_true", help="small storms, one run each: about a minute")
     parser.add_argument("--baseline", metavar="REV", help="only the Listener, against its code at git revision REV")
+
+    parser.add_argument(
+        "--watch-only",
+        action="store_true",
+        help="only kstructs watch (text and JSON) against forkstat, in the first table",
+    )
     args = parser.parse_args()
     _common.require_root()
     children = args.children or (3000 if args.quick else 20000)
@@ -358,7 +425,13 @@ def main() -> int:
     with _common.workdir() as work:
         exe = _common.build_storm(work)
         print("storms against each watcher ...", file=sys.stderr)
-        peers, live = peer_table(exe, work, children, reps)
+        peers, live = peer_table(exe, work, children, reps, watch_only=args.watch_only)
+        if args.watch_only:
+            print("## Fork storms: kstructs watch against forkstat\n")
+            print(_common.machine())
+            print(f"\nMedian of {reps} run(s) per row; each generator forks {children:,} children.\n")
+            print(peers)
+            return 0
         print("live and batched CPU ...", file=sys.stderr)
         batched = batched_table(exe, work, batched_children, reps, live)
         print("paced storms against the kstructs Listener ...", file=sys.stderr)

@@ -84,6 +84,7 @@ class ProcTable:
         self.want_cmdline = cmdline
         self.want_exe = exe
         self.want_cgroup = cgroup
+        self.want_uid = True
         self.max_tasks = max_tasks
         self.tasks: dict[int, Task] = {}
         self.losses = 0
@@ -94,8 +95,19 @@ class ProcTable:
 
     # --- Feeding -------------------------------------------------------
 
-    def seed(self) -> None:
-        """Every process in ``/proc`` now."""
+    def seed(self, *, cmdline: bool | None = None, uid: bool = True) -> None:
+        """Every process in ``/proc`` now. ``cmdline`` (default: as the table
+        reads them) and ``uid``: whether to read those too, one more read per
+        process; unread, they are unknown until the process's next exec."""
+        want = self.want_cmdline, self.want_uid
+        self.want_cmdline = self.want_cmdline if cmdline is None else cmdline
+        self.want_uid = uid
+        try:
+            self._seed()
+        finally:
+            self.want_cmdline, self.want_uid = want
+
+    def _seed(self) -> None:
         try:
             names = os.listdir(self.proc)
         except OSError:
@@ -112,6 +124,39 @@ class ProcTable:
         it is about (for an exit, the entry that just left). ``superseded``:
         an exec followed by another exec of the same process that has
         arrived too; /proc shows the later program, so this one's is unknown."""
+        kind = type(ev)
+        if kind is ForkEvent and not superseded:
+            # The common case first, inline: a process forked by a main
+            # thread the table knows, confirmed since the last loss.
+            fork: ForkEvent = ev  # type: ignore[assignment]  # type() is ForkEvent
+            _, _, at, parent_pid, parent_tgid, pid, tgid = fork
+            tasks = self.tasks
+            parent = tasks.get(parent_tgid)
+            if (
+                parent is not None
+                and pid == tgid  # a process, not a thread
+                and parent_pid == parent_tgid  # its main thread forked
+                and parent.pid == parent.tgid
+                and parent.epoch == self.losses
+                and not parent.kthread
+                and parent_tgid != KTHREADD_PID
+                and not self.want_cgroup
+                and (pid in tasks or len(tasks) < self.max_tasks)
+                and (parent.start_ns is None or parent.start_ns <= at + _TICK_NS)
+            ):
+                child = tasks[pid] = Task(
+                    pid, pid, parent_tgid, parent.comm, at, parent.uid, False, parent.cmdline, parent.exe,
+                    parent.cgroup, self.losses,
+                )  # fmt: skip
+                return child
+        elif kind is ExitEvent:
+            exit_: ExitEvent = ev  # type: ignore[assignment]  # type() is ExitEvent
+            _, _, at, pid, tgid, *_ = exit_
+            task = self.tasks.get(pid)
+            if task is not None and pid == tgid == task.tgid and task.epoch == self.losses and not task.provisional:
+                del self.tasks[pid]
+                start = task.start_ns
+                return task if start is None or start <= at + _TICK_NS else None
         if superseded and isinstance(ev, ExecEvent):
             task = self._exec(ev)
             if task is not None:
@@ -278,7 +323,8 @@ class ProcTable:
         if start_ns > at_ns + _TICK_NS:  # a newer process with a reused pid
             return None
         kthread = bool(flags & PF_KTHREAD)
-        task = Task(pid, pid, ppid, comm, start_ns, self._read_uid(pid), kthread, epoch=self.losses)
+        uid = self._read_uid(pid) if self.want_uid else None
+        task = Task(pid, pid, ppid, comm, start_ns, uid, kthread, epoch=self.losses)
         if not kthread:
             if self.want_cmdline:
                 task.cmdline = self._read_cmdline(pid)

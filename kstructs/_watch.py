@@ -258,7 +258,9 @@ def _watch(options: Options, stop: _Stop) -> int:
         return 1
     # Seeded once subscribed: a process /proc misses has its fork queued.
     table = ProcTable(cmdline=True, exe=options.name == "exe", cgroup=options.cgroup is not None)
-    table.seed()
+    # What a seeded process shows before its next exec: its command line only
+    # when it names processes, its uid only when shown or filtered on.
+    table.seed(cmdline=options.name == "cmdline", uid=options.user or options.uid is not None)
     accept = None
     if options.filtered():
         accept = EventFilter(

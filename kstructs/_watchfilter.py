@@ -89,6 +89,7 @@ class EventFilter:
         self.uid = uid
         self.comm = comm
         self.cgroup = None if cgroup is None else cgroup_path(cgroup)
+        self._processes = any(value is not None for value in (pid, uid, comm, cgroup))
         # --pid: the processes followed, by tgid: the one given and its descendants.
         self.followed: set[int] = set()
         if pid is not None:
@@ -123,9 +124,9 @@ class EventFilter:
         else:
             shown = kind in self._types
             tgid = ev[4]  # process_tgid
-        if shown:
+        if shown and self._processes:
             shown = self._process_matches(tgid, task)
-        if kind is ExitEvent and tgid == ev[3] and self.pid is not None:
+        if self.pid is not None and kind is ExitEvent and tgid == ev[3]:
             self.followed.discard(tgid)  # the process is gone; its pid may come back as another
         return shown
 

@@ -63,6 +63,9 @@ PRINTED: Final[frozenset[type]] = frozenset((*PROCESS_EVENTS.values(), Loss))
 #: ``--name``: what names a process.
 NAMES: Final = ("comm", "cmdline", "exe")
 
+# Formatted fragments remembered at most, per formatter; past it, start over.
+_CACHE_MAX: Final = 4096
+
 _users: dict[int, str | None] = {}
 
 
@@ -107,7 +110,8 @@ class JsonFormat:
         self.name = name
         self.user = user
         self._heads: dict[type, str] = {cls: _json_head(cls) for cls in PROCESS_EVENTS.values()}
-        self._comm_cache: dict[str, str] = {}
+        # The optional keys by what they depend on: a handful of processes recur.
+        self._extras: dict[tuple[object, ...], str] = {}
 
     def __call__(self, item: Item, task: Task | None = None) -> str:
         kind = type(item)
@@ -117,33 +121,44 @@ class JsonFormat:
         if kind is CommEvent:
             comm: CommEvent = item  # type: ignore[assignment]
             line = f"{head % comm[:-1]}, {json_pair('comm', comm.comm)}"
+            if task is None:
+                return line + "}"
+            key: tuple[object, ...] = (None, *self._key(kind, task))
         else:
             line = head % item
-            if task is not None and task.comm is not None:
-                line += ", " + self._comm(task.comm)
-        if task is not None:
-            line += self._extra(item, task)
-        return line + "}"
+            if task is None:
+                return line + "}"
+            key = (task.comm, *self._key(kind, task))
+        extra = self._extras.get(key)
+        if extra is None:
+            if len(self._extras) >= _CACHE_MAX:
+                self._extras.clear()
+            extra = self._extras[key] = self._extra(key)
+        if kind is ExitEvent and task.start_ns is not None:
+            extra += f', "duration_ns": {max(item[2] - task.start_ns, 0)}'  # type: ignore[index,misc]  # timestamp_ns
+        return line + extra + "}"
 
-    def _comm(self, comm: str) -> str:
-        pair = self._comm_cache.get(comm)
-        if pair is None:
-            if len(self._comm_cache) >= 4096:
-                self._comm_cache.clear()
-            pair = self._comm_cache[comm] = json_pair("comm", comm)
-        return pair
+    def _key(self, kind: type, task: Task) -> tuple[object, ...]:
+        """What the optional keys other than the lifetime depend on."""
+        return (
+            task.cmdline if self.name == "cmdline" or kind is ExecEvent else None,
+            task.exe if self.name == "exe" else None,
+            task.uid if self.user else None,
+        )
 
-    def _extra(self, item: Item, task: Task) -> str:
+    @staticmethod
+    def _extra(key: tuple[object, ...]) -> str:
+        comm, cmdline, exe, uid = key
         extra = ""
-        if task.cmdline is not None and (self.name == "cmdline" or type(item) is ExecEvent):
-            extra += ", " + _json_cmdline(task.cmdline)
-        if self.name == "exe" and task.exe is not None:
-            extra += ", " + json_pair("exe", task.exe)
-        if type(item) is ExitEvent and task.start_ns is not None:
-            extra += f', "duration_ns": {max(item.timestamp_ns - task.start_ns, 0)}'
-        if self.user and task.uid is not None:
-            extra += f', "uid": {task.uid}'
-            name = user_name(task.uid)
+        if isinstance(comm, str):
+            extra += ", " + json_pair("comm", comm)
+        if isinstance(cmdline, bytes):
+            extra += ", " + _json_cmdline(cmdline)
+        if isinstance(exe, str):
+            extra += ", " + json_pair("exe", exe)
+        if isinstance(uid, int):
+            extra += f', "uid": {uid}'
+            name = user_name(uid)
             if name is not None:
                 extra += ", " + json_pair("user", name)
         return extra
@@ -152,8 +167,20 @@ class JsonFormat:
 # --- Text ------------------------------------------------------------------
 
 
+_statuses: dict[int, str] = {}
+
+
 def _wait_status(code: int) -> str:
     """``exit_code`` is a wait(2) status: an exit code, or a signal (+ core)."""
+    text = _statuses.get(code)
+    if text is None:
+        if len(_statuses) >= _CACHE_MAX:
+            _statuses.clear()
+        text = _statuses[code] = _status_text(code)
+    return text
+
+
+def _status_text(code: int) -> str:
     if os.WIFEXITED(code):
         return f"status {os.WEXITSTATUS(code)}"
     sig = os.WTERMSIG(code)
@@ -186,6 +213,7 @@ class TextFormat:
         self._epoch_ns = time.time_ns() - time.monotonic_ns()
         self._second = -1
         self._clock = ""
+        self._names: dict[tuple[object, ...], str] = {}
 
     def header(self) -> str:
         """The column titles."""
@@ -226,6 +254,15 @@ class TextFormat:
             return terminal(ev.comm)  # the event's own: for a thread, its new name
         if task is None:
             return "?"
+        key = (task.comm, task.kthread, task.cmdline, task.exe)
+        name = self._names.get(key)
+        if name is None:
+            if len(self._names) >= _CACHE_MAX:
+                self._names.clear()
+            name = self._names[key] = self._name_of(task)
+        return name
+
+    def _name_of(self, task: Task) -> str:
         if task.kthread:
             return f"[{terminal(task.comm) if task.comm is not None else '?'}]"
         if self.name == "cmdline" and task.cmdline:
