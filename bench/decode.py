@@ -1,6 +1,6 @@
 """In-memory parse throughput: kstructs against struct.unpack and pyroute2.
 
-    python bench/decode.py [--count N] [--repeat R]
+    python bench/decode.py [--count N] [--repeat R] [--baseline REV]
 
 The same datagrams -- built from the kstructs ctypes layouts, a quarter each
 of fork, exec, comm and exit, as the kernel sends them: one event per
@@ -8,6 +8,10 @@ datagram -- go through three decoders, one datagram per call, as a reader
 that does one recv per datagram would call them:
 
 - ``kstructs.events.parse_events(data)``: typed event values (named tuples);
+- the same function as it was at git revision ``--baseline`` (default
+  ``ac30251``, the parser before its fast reader became ``read_kernel_event``),
+  loaded from ``git show`` into a temporary module: the ratio against it says
+  whether a change to the parser kept its speed;
 - a plain ``struct.unpack`` decoder (below): precompiled ``struct.Struct``s,
   checks the netlink type and connector id, returns one dict per event with
   the same keys and values as kstructs' ``to_dict()``;
@@ -22,10 +26,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.util
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import _common
@@ -75,14 +82,44 @@ def struct_decode(data: bytes) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- the runs
 
 
-def decoders() -> dict[str, Callable[[bytes], object] | str]:
+KSTRUCTS = "kstructs parse_events"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def baseline_parser(rev: str) -> Callable[[bytes], object] | str:
+    """``parse_events`` of ``kstructs/events.py`` at git revision ``rev``, run
+    as a temporary module beside today's (it imports the same layouts)."""
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:kstructs/events.py"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"not available (git show {rev}: {e})"
+    name = f"kstructs._events_at_{rev}"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it runs
+    try:
+        exec(compile(source, f"<git show {rev}:kstructs/events.py>", "exec"), module.__dict__)
+    finally:
+        del sys.modules[name]
+    parse: Callable[[bytes], object] = module.parse_events
+    return parse
+
+
+def decoders(baseline: str) -> dict[str, Callable[[bytes], object] | str]:
     found: dict[str, Callable[[bytes], object] | str] = {}
     try:
         from kstructs.events import parse_events
     except ImportError as e:
-        found["kstructs parse_events"] = f"not available ({e})"
+        found[KSTRUCTS] = f"not available ({e})"
     else:
-        found["kstructs parse_events"] = parse_events
+        found[KSTRUCTS] = parse_events
+    found[f"kstructs parse_events at {baseline}"] = baseline_parser(baseline)
     found["struct.unpack decoder (baseline)"] = struct_decode
     try:
         from pyroute2.netlink.connector.cn_proc import ProcEventMarshal
@@ -119,14 +156,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20_000, help="datagrams per run (default 20000)")
     parser.add_argument("--repeat", type=int, default=9, help="runs per decoder, best kept (default 9)")
+    parser.add_argument("--baseline", default="ac30251", help="git revision of the parser to compare (ac30251)")
     args = parser.parse_args()
     data = _common.event_mix(args.count)
-    found = decoders()
+    found = decoders(args.baseline)
     runnable = {name: f for name, f in found.items() if callable(f)}
+    old_name = f"kstructs parse_events at {args.baseline}"
     agreement = "-"
-    ks = runnable.get("kstructs parse_events")
+    ks = runnable.get(KSTRUCTS)
     if ks is not None:
         agreement = check_agreement(ks, data[:2000])
+    old = runnable.get(old_name)
+    old_agreement = "-" if old is None else check_agreement(old, data[:2000])
     for f in runnable.values():  # warm up
         best_time(f, data[:1000])
     times: dict[str, float] = dict.fromkeys(runnable, float("inf"))
@@ -135,23 +176,29 @@ def main() -> int:
             times[name] = min(times[name], best_time(f, data))
     base = times["struct.unpack decoder (baseline)"]
     rows: list[list[object]] = []
-    for name, f in found.items():
-        if not callable(f):
-            rows.append([name, f, "", ""])
+    for name, entry in found.items():
+        if not callable(entry):
+            rows.append([name, entry, "", "", ""])
             continue
         per = times[name] / len(data)
-        rows.append([name, f"{per * 1e6:.2f}", f"{1 / per:,.0f}", f"{base / times[name]:.2f}x"])
+        vs_old = f"{times[old_name] / times[name]:.3f}x" if old_name in times else ""
+        rows.append([name, f"{per * 1e6:.2f}", f"{1 / per:,.0f}", f"{base / times[name]:.2f}x", vs_old])
     print("## Parse throughput\n")
     print(_common.machine())
     print(
         f"\n{len(data):,} datagrams (fork/exec/comm/exit, 76 bytes each), one call per datagram; "
         f"best of {args.repeat} runs.\n"
     )
-    print(_common.table(["decoder", "µs / event", "events / s", "speed vs struct.unpack"], rows))
+    headers = ["decoder", "µs / event", "events / s", "speed vs struct.unpack", f"speed vs {args.baseline}"]
+    print(_common.table(headers, rows))
     py = times.get("pyroute2 ProcEventMarshal.parse")
     if ks is not None and py is not None:
-        print(f"\nkstructs vs pyroute2: {py / times['kstructs parse_events']:.1f}x faster")
+        print(f"\nkstructs vs pyroute2: {py / times[KSTRUCTS]:.1f}x faster")
+    if ks is not None and old is not None:
+        change = times[KSTRUCTS] / times[old_name] - 1
+        print(f"\nkstructs parse_events vs its code at {args.baseline}: {change:+.1%} time per event")
     print(f"\nkstructs output vs the baseline's dicts: {agreement}")
+    print(f"kstructs output at {args.baseline} vs the baseline's dicts: {old_agreement}")
     return 0
 
 

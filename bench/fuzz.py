@@ -41,8 +41,8 @@ CN_LEN_AT = HDR + connector.cn_msg.len.offset
 CN_IDX_AT = HDR + connector.cn_msg.id.offset
 WHAT_AT = HDR + CN + cn_proc.proc_event.what.offset
 
-U32_EDGES = (0, 1, 2, 3, 4, 15, 16, 17, 20, 35, 36, 37, 40, 52, 56, 60, 75, 76, 77, 80, 0x7FFF, 0xFFFF, 0x10000)
-U32_EDGES += (0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
+U32_EDGES: tuple[int, ...] = (0, 1, 2, 3, 4, 15, 16, 17, 20, 35, 36, 37, 40, 52, 56, 60, 75, 76, 77, 80)
+U32_EDGES += (0x7FFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 BYTE_EDGES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
 KINDS = (
     cn_proc.PROC_EVENT_NONE,

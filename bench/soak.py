@@ -143,12 +143,12 @@ def main() -> int:
         peak = max(s[1][i] for s in samples[warm:])
         ok = grew <= SLACK_KIB
         flat &= ok
-        cpu = (samples[-1][2][i] - samples[0][2][i]) / 1e3 / events if events else float("nan")
+        cpu_us = (samples[-1][2][i] - samples[0][2][i]) / 1e3 / events if events else float("nan")
         print(
             f"- {w.name}: RSS {samples[warm][1][i]:,} KiB at {samples[warm][0]:.0f} s -> "
             f"{samples[-1][1][i]:,} KiB at the end ({grew:+,} KiB; {second_half:+,} KiB over the second half; "
             f"peak {peak:,} KiB): {'flat' if ok else 'GROWS'}; kernel drops {drops[i]}; "
-            f"CPU {cpu:.1f} µs per event received"
+            f"CPU {cpu_us:.1f} µs per event received"
         )
     kinds = dict(sorted(counted.get("kinds", {}).items()))
     print(f"- Listener received: {kinds}; Loss total {counted.get('lost')}; stats {counted.get('stats')}")

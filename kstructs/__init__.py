@@ -11,7 +11,9 @@ from kstructs.events import *  # noqa: F403
 from kstructs.listener import *  # noqa: F403
 from kstructs.netlink import *  # noqa: F403
 
-__all__ = ["cn_proc", "connector", "netlink"]
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "cn_proc", "connector", "netlink"]
 __all__ += netlink.__all__
 __all__ += connector.__all__
 __all__ += cn_proc.__all__

@@ -69,6 +69,8 @@ def _libc_recvmmsg() -> Callable[..., int] | None:
 
 
 _RECVMMSG: Final = _libc_recvmmsg()
+# msg_len of an empty slot: longer than any datagram a slot can hold.
+_EMPTY: Final = 0xFFFFFFFF
 
 
 class Batch:
@@ -79,7 +81,9 @@ class Batch:
     negative errno (no exception on the hot path: an empty queue is the
     normal end of every drain). ``frames(n)`` then tells where each
     datagram is in ``view`` (valid until the next ``receive``), how long it
-    is, who sent it and whether it was truncated.
+    is, who sent it and whether it was truncated. The slots stay marked
+    full until ``clear(n)``; ``filled()`` counts them, so a caller
+    interrupted between ``receive`` and its use of the count loses nothing.
     """
 
     def __init__(self, vlen: int, size: int, common: int) -> None:
@@ -123,12 +127,33 @@ class Batch:
         for i in range(vlen):
             self._msgs[i].msg_len = common
         self._uniform = bytes(self._msgs_view)
+        # A slot whose msg_len is _EMPTY holds nothing: recvmmsg() writes the
+        # length of each datagram it returns before it returns, so what it
+        # received is known even if the caller never saw the count.
         for i in range(vlen):
-            self._msgs[i].msg_len = 0
+            self._msgs[i].msg_len = _EMPTY
+        self._cleared = memoryview(bytes(self._msgs_view))
+        self._len_at = len_at
 
     def receive(self, fd: int, flags: int) -> int:
+        """Fill the slots (call ``clear`` first); the number filled, or a negative errno."""
         n = self._recvmmsg(fd, self._msgs, self.vlen, flags, None)
         return n if n >= 0 else -ctypes.get_errno()
+
+    def filled(self) -> int:
+        """How many slots hold a datagram not yet cleared: what the last
+        ``receive`` returned, even to a caller that an exception (a signal)
+        stopped before it saw the count."""
+        msgs = self._msgs
+        n = 0
+        while n < self.vlen and msgs[n].msg_len != _EMPTY:
+            n += 1
+        return n
+
+    def clear(self, n: int) -> None:
+        """Mark the first ``n`` slots empty: their datagrams are taken."""
+        end = n * ctypes.sizeof(mmsghdr)
+        self._msgs_view[:end] = self._cleared[:end]
 
     def frames(self, n: int) -> Iterator[tuple[tuple[int, int], tuple[int], int]]:
         """For each of the first ``n`` datagrams: ``(msg_flags, length)``,

@@ -4,23 +4,33 @@
 ``Btf.load(path)`` reads one from a file, raw or as the ``.BTF`` section of an
 ELF object (``gcc -gbtf -c``). Types are decoded on demand: the kernel's blob
 has over a hundred thousand of them and a check needs a few dozen.
+``Btf.fields(type_id)`` and ``Btf.field(type_id, path)`` give the members of a
+struct or union by the dotted paths C names them with, bit offsets and
+bitfield widths exact under either encoding of bitfields.
 
 The format is ``include/uapi/linux/btf.h`` and ``Documentation/bpf/btf.rst``.
-Malformed input raises ``BtfError`` with the offending value in hex.
+Malformed input raises ``BtfError`` with the offending value in hex. Nothing
+here recurses on the input's depth: chains of types are followed in loops that
+stop at a cycle, and a walk over members visits each type once per path
+prefix, within a budget (``WALK_BUDGET``), so hostile input cannot make it
+exponential.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from kstructs.errors import BtfError
+from kstructs import _elf
+from kstructs.errors import BtfError, ElfError
 
-__all__ = ["BtfError", "Enumerator", "Kind", "Member", "Type", "Btf"]
+__all__ = ["BtfError", "Enumerator", "Field", "Kind", "Member", "Type", "Btf", "MAX_SIZE", "WALK_BUDGET"]
 
 # include/uapi/linux/btf.h: struct btf_header
 BTF_MAGIC: Final = 0xEB9F
@@ -31,6 +41,18 @@ _HEADER_LEN: Final = 24  # magic, version, flags, hdr_len, type_off, type_len, s
 BTF_INT_SIGNED: Final = 1 << 0
 BTF_INT_CHAR: Final = 1 << 1
 BTF_INT_BOOL: Final = 1 << 2
+
+# What Btf.load() reads at most, unless told otherwise: the BTF of a distribution
+# kernel is about 6 MiB, an allyesconfig one a few times that.
+MAX_SIZE: Final = 1 << 28
+# The kernel refuses BTF names longer than KSYM_NAME_LEN (512); a few times that
+# is a name no compiler writes, and bounds the work of each string lookup.
+_MAX_NAME: Final = 0x1000
+# Steps one member walk may take (members visited plus characters of the paths
+# it names): a hundred times what the kernel's largest struct needs.
+WALK_BUDGET: Final = 0x40000
+# sizeof of any type fits in a 64-bit size_t.
+_MAX_SIZEOF: Final = (1 << 64) - 1
 
 
 class Kind(enum.IntEnum):
@@ -118,6 +140,7 @@ class Type:
     type_id: int = 0  # ARRAY: the element type; FUNC_PROTO: the return type
     encoding: int = 0  # INT: BTF_INT_* bits
     bits: int = 0  # INT: the number of value bits
+    int_offset: int = 0  # INT: BTF_INT_OFFSET, where the value bits start (old bitfield encoding)
     index_type_id: int = 0  # ARRAY
     nelems: int = 0  # ARRAY
     linkage: int = 0  # FUNC, VAR
@@ -137,7 +160,34 @@ class Type:
         return next((m for m in self.members if m.name == name), None)
 
 
+@dataclass(frozen=True)
+class Field:
+    """A member of a struct or union, reached by the dotted path C names it with.
+
+    Unnamed members (C11 anonymous structs and unions) add no component to
+    the path: their members are reached as the outer type's own.
+    ``bit_offset`` counts from the start of the outer type. ``bitfield_size``
+    is the width of a bitfield, 0 for any other member, whether the struct
+    encodes it in its member (``kind_flag``) or in the member's INT type
+    (``BTF_INT_OFFSET`` and ``BTF_INT_BITS``, as pahole wrote before Linux 4.20).
+    """
+
+    path: str
+    member: Member  # as the containing struct or union lists it
+    bit_offset: int
+    bitfield_size: int
+
+
 _VOID: Final = Type(0, Kind.VOID, "void", kind_flag=False)
+_RECORDS: Final = (Kind.STRUCT, Kind.UNION)
+_FILE_KINDS: Final = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
 
 
 class Btf:
@@ -171,14 +221,32 @@ class Btf:
         self._enum_ids: list[int] = []
         self._cache: dict[int, Type] = {0: _VOID}
         self._enumerator_index: dict[int, list[int]] | None = None
+        self._resolved: dict[int, int] = {}  # type id -> the id behind its typedefs and modifiers
+        self._sizes: dict[int, int] = {}  # type id -> sizeof
+        self._pointer: int | None = None
+        self._names: dict[int, dict[str, Field]] = {}  # record id -> the members C reaches by one name
+        self._paths: dict[int, tuple[Field, ...]] = {}  # record id -> Btf.fields()
         self._scan()
 
     @classmethod
-    def load(cls, path: str | Path) -> Btf:
-        """Read raw BTF, or the ``.BTF`` section of an ELF file. ``OSError`` if unreadable."""
-        data = Path(path).read_bytes()
-        if data[:4] == b"\x7fELF":
-            data = _elf_section(data, ".BTF")
+    def load(cls, path: str | Path, *, max_size: int = MAX_SIZE) -> Btf:
+        """Read raw BTF, or the ``.BTF`` section of an ELF file.
+
+        Only a regular file is read (``/sys/kernel/btf/*`` are), and at most
+        ``max_size`` bytes of it (``MAX_SIZE``, 256 MiB, unless told
+        otherwise): a FIFO, a device or a larger file is a ``BtfError``, without
+        waiting for or reading any of it. ``OSError`` if the file cannot be
+        opened or read.
+        """
+        data = _read_regular(path, max_size)
+        if _elf.is_elf(data):
+            try:
+                found = _elf.section(data, ".BTF")
+            except ElfError as e:
+                raise BtfError(str(e)) from e
+            if found is None:
+                raise BtfError("no .BTF section in the ELF file")
+            data = found.data
         return cls(data)
 
     def _scan(self) -> None:
@@ -221,8 +289,10 @@ class Btf:
         """The NUL-terminated string at ``offset`` of the string section."""
         if not 0 <= offset < len(self._strings):
             raise BtfError(f"BTF string offset out of range: 0x{offset:x}")
-        end = self._strings.find(b"\0", offset)
+        end = self._strings.find(b"\0", offset, offset + _MAX_NAME + 1)
         if end < 0:
+            if offset + _MAX_NAME < len(self._strings):
+                raise BtfError(f"BTF string at 0x{offset:x} longer than 0x{_MAX_NAME:x} bytes")
             raise BtfError(f"BTF string not terminated at 0x{offset:x}")
         return self._strings[offset:end].decode("utf-8", "replace")
 
@@ -247,7 +317,7 @@ class Btf:
         base = Type(type_id, kind, name, kind_flag, size, ref)
         if kind is Kind.INT:
             (word,) = struct.unpack_from(o + "I", types, pos)
-            return replace(base, encoding=(word >> 24) & 0x0F, bits=word & 0xFF)
+            return replace(base, encoding=(word >> 24) & 0x0F, int_offset=(word >> 16) & 0xFF, bits=word & 0xFF)
         if kind is Kind.ARRAY:
             elem, index, nelems = struct.unpack_from(o + "III", types, pos)
             return replace(base, type_id=elem, index_type_id=index, nelems=nelems)
@@ -272,8 +342,10 @@ class Btf:
             params = struct.iter_unpack(o + "II", types[pos : pos + 8 * vlen])
             return replace(base, members=tuple(Member(self.string(n), t, 0) for n, t in params))
         if kind is Kind.DATASEC:
+            # Each entry's name is read from the raw type, not by decoding it: a
+            # DATASEC that lists itself must not decode itself again.
             entries = struct.iter_unpack(o + "III", types[pos : pos + 12 * vlen])
-            return replace(base, members=tuple(Member(self.type(t).name, t, off, sz) for t, off, sz in entries))
+            return replace(base, members=tuple(Member(self._name_of(t), t, off, sz) for t, off, sz in entries))
         if kind is Kind.VAR:
             (linkage,) = struct.unpack_from(o + "I", types, pos)
             return replace(base, linkage=linkage)
@@ -283,6 +355,15 @@ class Btf:
             (component,) = struct.unpack_from(o + "i", types, pos)
             return replace(base, component_idx=component)
         return base
+
+    def _name_of(self, type_id: int) -> str:
+        cached = self._cache.get(type_id)
+        if cached is not None:
+            return cached.name
+        if not 0 < type_id < len(self._offsets):
+            raise BtfError(f"BTF type id out of range: 0x{type_id:x}")
+        (name_off,) = struct.unpack_from(self._order + "I", self._types, self._offsets[type_id])
+        return self.string(name_off)
 
     def named(self, name: str, kind: Kind | None = None) -> list[Type]:
         """The types called ``name`` (of ``kind``, if given), in id order."""
@@ -300,27 +381,158 @@ class Btf:
 
     def resolve(self, type_id: int) -> Type:
         """The type behind typedefs and the const/volatile/restrict/type_tag modifiers."""
+        found = self._resolved.get(type_id)
+        if found is not None:
+            return self._cache[found]
+        chain: list[int] = []
+        seen: set[int] = set()
         t = self.type(type_id)
-        for _ in range(len(self._offsets)):
-            if t.kind not in _TRANSPARENT:
-                return t
-            t = self.type(t.type_id)
-        raise BtfError(f"BTF type loop at type id 0x{type_id:x}")
+        while t.kind in _TRANSPARENT:
+            if t.id in seen:
+                raise BtfError(f"BTF type loop at type id 0x{type_id:x}")
+            seen.add(t.id)
+            chain.append(t.id)
+            known = self._resolved.get(t.type_id)
+            t = self._cache[known] if known is not None else self.type(t.type_id)
+        for i in chain:
+            self._resolved[i] = t.id
+        self._resolved[type_id] = t.id
+        return t
 
     def size_of(self, type_id: int) -> int:
         """``sizeof`` of a type: through modifiers and typedefs, arrays as a whole."""
+        found = self._sizes.get(type_id)
+        if found is not None:
+            return found
+        arrays: list[Type] = []
+        seen: set[int] = set()
         t = self.resolve(type_id)
-        if t.kind is Kind.ARRAY:
-            return t.nelems * self.size_of(t.type_id)
+        size: int | None = None
+        while t.kind is Kind.ARRAY:
+            size = self._sizes.get(t.id)
+            if size is not None:
+                break
+            if t.id in seen:
+                raise BtfError(f"BTF type loop at type id 0x{type_id:x}")
+            seen.add(t.id)
+            arrays.append(t)
+            t = self.resolve(t.type_id)
+        if size is None:
+            size = self._unit_size(t)
+        for a in reversed(arrays):
+            size *= a.nelems
+            if size > _MAX_SIZEOF:
+                raise BtfError(f"BTF array 0x{a.id:x} larger than 0x{_MAX_SIZEOF:x} bytes")
+            self._sizes[a.id] = size
+        self._sizes[type_id] = size
+        return size
+
+    def _unit_size(self, t: Type) -> int:
         if t.kind is Kind.PTR:
-            return self._pointer_size()
+            if self._pointer is None:
+                longs = self.named("long unsigned int", Kind.INT) or self.named("long int", Kind.INT)
+                self._pointer = longs[0].size if longs else 8
+            return self._pointer
         if t.kind in _SIZED:
             return t.size
         raise BtfError(f"BTF type 0x{t.id:x} of kind {t.kind.name} has no size")
 
-    def _pointer_size(self) -> int:
-        longs = self.named("long unsigned int", Kind.INT) or self.named("long int", Kind.INT)
-        return longs[0].size if longs else 8
+    # --- Members by path ----------------------------------------------------
+
+    def fields(self, type_id: int) -> tuple[Field, ...]:
+        """Every member of a struct or union by its dotted path, in declaration order.
+
+        Paths go through unnamed members and into named members whose type is
+        an anonymous struct or union (``event_data.fork.child_pid``), not into
+        named struct types, which have their own name. A path that occurs
+        twice (not valid C) is given once, at its first place. Empty for a
+        type that is not a struct or union. ``BtfError`` if a struct contains
+        itself or the walk exceeds ``WALK_BUDGET`` steps.
+        """
+        top = self.resolve(type_id)
+        found = self._paths.get(top.id)
+        if found is None:
+            found = self._paths[top.id] = tuple(self._walk(top, into_named=True).values())
+        return found
+
+    def field(self, type_id: int, path: str) -> Field | None:
+        """The member at a dotted path, as C reaches it (``a.b`` is ``x.a.b``), or None.
+
+        Each component is looked up among the named members of the type
+        reached so far, those of its unnamed members included; the offset is
+        from the start of ``type_id``.
+        """
+        found: Field | None = None
+        base = 0
+        for name in path.split("."):
+            t = self.resolve(type_id if found is None else found.member.type_id)
+            names = self._names.get(t.id)
+            if names is None:
+                names = self._names[t.id] = self._walk(t, into_named=False)
+            inner = names.get(name)
+            if inner is None:
+                return None
+            base += inner.bit_offset
+            found = Field(path, inner.member, base, inner.bitfield_size)
+        return found
+
+    def _walk(self, top: Type, *, into_named: bool) -> dict[str, Field]:
+        """The named members under ``top``, first occurrence of each path kept.
+
+        An explicit stack instead of recursion; a (type, path prefix) already
+        walked is not walked again, since everything under it is already
+        found (with the offsets of its first occurrence), which keeps shared
+        anonymous types linear; a type on the stack is a struct inside itself.
+        """
+        found: dict[str, Field] = {}
+        if top.kind not in _RECORDS:
+            return found
+        walked: set[tuple[int, str]] = {(top.id, "")}
+        on_stack: set[int] = {top.id}
+        # Frames: the record, its offset from top, the path prefix, the next member index.
+        stack: list[tuple[Type, int, str, int]] = [(top, 0, "", 0)]
+        budget = WALK_BUDGET
+        while stack:
+            record, base, prefix, index = stack[-1]
+            if index == len(record.members):
+                stack.pop()
+                on_stack.discard(record.id)
+                continue
+            stack[-1] = (record, base, prefix, index + 1)
+            m = record.members[index]
+            budget -= 1 + len(prefix) + len(m.name)
+            if budget < 0:
+                raise BtfError(f"BTF members of type 0x{top.id:x} past 0x{WALK_BUDGET:x} steps")
+            mt = self.resolve(m.type_id)
+            offset, bits = self._bitfield(record, m, mt)
+            offset += base
+            if m.name:
+                path = prefix + m.name
+                if path not in found:
+                    found[path] = Field(path, m, offset, bits)
+                if not (into_named and mt.kind in _RECORDS and not mt.name):
+                    continue
+                inner = path + "."
+            elif mt.kind in _RECORDS:
+                inner = prefix
+            else:
+                continue
+            if mt.id in on_stack:
+                raise BtfError(f"BTF type 0x{mt.id:x} contains itself")
+            if (mt.id, inner) not in walked:
+                walked.add((mt.id, inner))
+                on_stack.add(mt.id)
+                stack.append((mt, offset, inner, 0))
+        return found
+
+    def _bitfield(self, record: Type, m: Member, mt: Type) -> tuple[int, int]:
+        """A member's bit offset in ``record`` and its bitfield width (0: not a bitfield)."""
+        if record.kind_flag:
+            return m.bit_offset, m.bitfield_size
+        # Without kind_flag a bitfield's width and shift live in its INT type.
+        if mt.kind is Kind.INT and (mt.int_offset or mt.bits != mt.size * 8):
+            return m.bit_offset + mt.int_offset, mt.bits
+        return m.bit_offset, 0
 
     def enumerator(self, name: str) -> list[tuple[Type, int]]:
         """Every enum that has an enumerator called ``name``, with its value there."""
@@ -348,31 +560,24 @@ class Btf:
         return index
 
 
-def _elf_section(data: bytes, name: str) -> bytes:
-    """The contents of section ``name`` of an ELF file."""
-    if len(data) < 0x34:
-        raise BtfError(f"ELF file too short: 0x{len(data):x} bytes")
-    elf_class, elf_data = data[4], data[5]
-    if elf_class not in (1, 2) or elf_data not in (1, 2):
-        raise BtfError(f"bad ELF class/data 0x{elf_class:x}/0x{elf_data:x}")
-    o = "<" if elf_data == 1 else ">"
-    if elf_class == 2:
-        (shoff,) = struct.unpack_from(o + "Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(o + "HHH", data, 0x3A)
-        shdr = struct.Struct(o + "IIQQQQIIQQ")
-    else:
-        (shoff,) = struct.unpack_from(o + "I", data, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(o + "HHH", data, 0x2E)
-        shdr = struct.Struct(o + "IIIIIIIIII")
-    if shentsize < shdr.size or shoff + shnum * shentsize > len(data) or shstrndx >= shnum:
-        raise BtfError(f"bad ELF section header table at 0x{shoff:x}")
-    headers = [shdr.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-    names_at = headers[shstrndx][4]
-    for h in headers:
-        end = data.find(b"\0", names_at + h[0])
-        if data[names_at + h[0] : end].decode(errors="replace") == name:
-            offset, size = h[4], h[5]
-            if offset + size > len(data):
-                raise BtfError(f"ELF section {name} past the end of the file: 0x{offset + size:x}")
-            return data[offset : offset + size]
-    raise BtfError(f"no {name} section in the ELF file")
+def _read_regular(path: str | Path, max_size: int) -> bytes:
+    """At most ``max_size`` bytes of a regular file; O_NONBLOCK so that opening a FIFO cannot wait."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "of an unknown type")
+            raise BtfError(f"BTF file is {kind}, not a regular file: st_mode 0x{st.st_mode:x}")
+        if st.st_size > max_size:
+            raise BtfError(f"BTF file of 0x{st.st_size:x} bytes, larger than the limit of 0x{max_size:x}")
+        chunks: list[bytes] = []
+        total = 0
+        # Not trusting st_size: a file can grow, and /proc files report 0.
+        while chunk := os.read(fd, min(1 << 20, max_size + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_size:
+                raise BtfError(f"BTF file larger than the limit of 0x{max_size:x} bytes")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

@@ -2,10 +2,14 @@
 
 Formatting only; reading and signals live in ``kstructs.__main__``.
 
-JSON: exactly the keys of ``to_dict()``, that is ``event``, ``seq``,
-``cpu``, ``timestamp_ns`` and the kind's fields under the kernel's names
+JSON: the keys of ``to_dict()``, that is ``event``, ``seq``, ``cpu``,
+``timestamp_ns`` and the kind's fields under the kernel's names
 (``{"event": "lost", "count": N, "reason": ..., "cpu": ...}`` for a loss),
 serialized as ``json.dumps`` would, from templates built once per kind.
+Every line is pure ASCII: valid UTF-8 for any strict parser. Text from a
+process that is not valid UTF-8 (``comm``) is written with U+FFFD in place
+of each invalid sequence, and its exact bytes follow in hex under
+``comm_hex``; that key is present only when the bytes are not valid UTF-8.
 
 Text: like forkstat, ``time event pid details name``; the name comes from
 the events themselves (fork inherits, comm renames) or ``/proc/PID/comm``,
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from kstructs._escape import json_pair, terminal
 from kstructs.events import (
     PROCESS_EVENTS,
     CommEvent,
@@ -63,6 +68,18 @@ def _json_dumps(item: Any) -> str:
     return json.dumps(item.to_dict())
 
 
+def _json_comm(cls: type[CommEvent]) -> Callable[[Any], str]:
+    """The comm kind: its integers, then ``comm`` as ``json_pair`` writes it
+    (valid UTF-8, the exact bytes under ``comm_hex`` when they are not)."""
+    fields = cls._fields[:-1]
+    head = json.dumps({"event": cls.event})[:-1] + "".join(f", {json.dumps(name)}: %d" for name in fields)
+
+    def fmt(ev: Any) -> str:
+        return f"{head % ev[:-1]}, {json_pair('comm', ev[-1])}}}"
+
+    return fmt
+
+
 class JsonFormat:
     """``item -> one line of JSON`` (no newline)."""
 
@@ -70,7 +87,7 @@ class JsonFormat:
         self._by_type: dict[type, Callable[[Any], str]] = {
             cls: _json_template(cls) for cls in PROCESS_EVENTS.values() if cls is not CommEvent
         }
-        self._by_type[CommEvent] = _json_dumps
+        self._by_type[CommEvent] = _json_comm(CommEvent)
         self._by_type[Loss] = _json_dumps
 
     def __call__(self, item: Item) -> str:
@@ -164,7 +181,8 @@ class TextFormat:
         second = wall_ns // 1_000_000_000
         if second != self._second:
             self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
-        return f"{self._clock} {event:<8} {pid:>7} {info:<24} {name}".rstrip()
+        # The name is the process's own text: escaped (kstructs._escape).
+        return f"{self._clock} {event:<8} {pid:>7} {info:<24} {terminal(name)}".rstrip()
 
     def _name(self, pid: int) -> str | None:
         name = self.names.get(pid)

@@ -32,6 +32,13 @@ class BtfError(KstructsError, ValueError):
     """The data is not well-formed BTF, or cannot be read as such."""
 
 
+# --- The ELF reader (kstructs._elf) ---------------------------------------------
+
+
+class ElfError(KstructsError, ValueError):
+    """The data is not a well-formed ELF file: a header, offset or size out of range."""
+
+
 # --- The conformance checker (kstructs.conformance) -----------------------------
 
 
@@ -62,6 +69,7 @@ __all__ = [
     "KstructsError",
     "ParseError",
     "BtfError",
+    "ElfError",
     "CheckError",
     "PrivilegeError",
     "NoAckError",

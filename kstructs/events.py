@@ -576,57 +576,97 @@ def _kernel_event() -> _KernelEvent:
     return _KernelEvent(_GUARD.unpack_from, (head, ident, length), kinds)
 
 
+# Kept for callers that have not moved to read_kernel_event yet.
 _KERNEL: Final = _kernel_event()
 
+_COMM_FIELDS: Final[_Reader] = _KINDS[PROC_EVENT_COMM].full.unpack_from
 
-def _make_parse_events() -> Callable[[Buffer], list[Event]]:
-    # The fast path reads everything it needs from closure cells, not globals.
-    whole = struct.Struct(
-        f"{_GUARD.format}{KERNEL_EVENT_SIZE - _GUARD.size}x"
-    ).unpack  # the guard, over a whole datagram
-    (nl_head, cn_id, cn_len), fast = _KERNEL.expected, _KERNEL.kinds
-    comm_what, comm_read = PROC_EVENT_COMM, _KINDS[PROC_EVENT_COMM].full.unpack_from
-    comms, decode, new, slow = _COMMS.get, _decode_comm, _new, _parse_all
 
-    def parse_events(data: Buffer) -> list[Event]:
-        """Every message of one datagram, as event values, in order.
+def _read_comm(buffer: Buffer, offset: int) -> tuple[Any, ...]:
+    """The fields of a comm event, its name decoded."""
+    seq, cpu, ts, pid, tgid, raw = _COMM_FIELDS(buffer, offset)
+    return seq, cpu, ts, pid, tgid, _COMMS.get(raw) or _decode_comm(raw)
 
-        ``NLMSG_NOOP`` messages are skipped. Raises ``ParseError`` for
-        malformed input: a length past the buffer, a ``cn_msg.len`` that does
-        not fit its message or its kind, a connector id other than
-        ``CN_IDX_PROC:CN_VAL_PROC``, a message type that is neither
-        ``NLMSG_DONE`` nor a netlink control type.
 
-        Events from kernels before 4.18 lack the ``parent_*`` fields of exit
-        and coredump: they read as 0, as the kernel itself writes them when
-        the parent is gone.
-        """
-        # What the kernel sends (since Linux 3.2): one message per datagram,
-        # cn_msg.len = sizeof(struct proc_event). Check it with one unpack and
-        # read it with another; anything else takes the general path.
-        try:
-            # Struct.unpack() takes exactly KERNEL_EVENT_SIZE bytes, of any buffer.
-            head, ident, length, what = whole(data)
-        except (struct.error, BufferError):  # another size, or a non-contiguous memoryview
-            return slow(data)
-        if head == nl_head and ident == cn_id and length == cn_len:
-            kind = fast.get(what)
-            if kind is not None:
-                read, cls = kind
-                return [new(cls, read(data))]
-            if what == comm_what:
-                seq, cpu, ts, pid, tgid, raw = comm_read(data)
-                return [new(CommEvent, (seq, cpu, ts, pid, tgid, comms(raw) or decode(raw)))]
-        return slow(data)
+def _fast_kinds() -> dict[tuple[int, ...], tuple[_Reader, type[ProcessEvent]]]:
+    """The fast path's table: what its guard reads from a kernel event of each
+    kind it reads, to that kind's reader and class."""
+    (head, ident, length), kinds = _KERNEL.expected, dict(_KERNEL.kinds)
+    kinds[PROC_EVENT_COMM] = (_read_comm, CommEvent)
+    return {(head, ident, length, what): kind for what, kind in kinds.items()}
 
-    parse_events.__qualname__ = "parse_events"
-    return parse_events
+
+# The guard is padded to a whole kernel event: one unpack_from also checks
+# that the buffer holds all of it.
+_FAST_GUARD: Final[_Reader] = struct.Struct(f"{_GUARD.format}{KERNEL_EVENT_SIZE - _GUARD.size}x").unpack_from
+_FAST_KINDS: Final = _fast_kinds()
+
+
+def read_kernel_event(buffer: Buffer, offset: int) -> ProcessEvent | None:
+    """The process event in the ``KERNEL_EVENT_SIZE`` bytes at ``offset`` of a
+    flat byte buffer, when they are one whole message as the kernel sends it:
+    ``NLMSG_DONE``, no flags, ``CN_IDX_PROC:CN_VAL_PROC``, ``cn_msg.len`` =
+    ``sizeof(struct proc_event)``, and a kind other than the subscribe reply.
+
+    ``None`` otherwise (fewer bytes, another shape, a reply or an unknown
+    kind): the caller takes the general path, ``parse_events``, which reads
+    the same bytes to the same event or explains why not. Whether the
+    datagram ends after these bytes is the caller's to check.
+    """
+    try:
+        # One unpack and one look-up check the headers and find the kind.
+        kind = _FAST_KINDS.get(_FAST_GUARD(buffer, offset))
+    except struct.error:  # fewer than KERNEL_EVENT_SIZE bytes
+        return None
+    if kind is None:
+        return None
+    read, cls = kind
+    return _new(cls, read(buffer, offset))
+
+
+def _flat(data: Buffer) -> Buffer:
+    """``data`` as a flat byte buffer: what parsing reads is its bytes, in
+    order, whatever the shape or format of the view."""
+    kind = type(data)
+    if kind is bytes or kind is bytearray:
+        return data
+    try:
+        view = memoryview(data)
+    except ValueError as e:  # a closed mmap, a released memoryview
+        raise ParseError(f"the buffer cannot be read: {e}") from None
+    if view.c_contiguous:
+        return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+    return view.tobytes()
+
+
+def parse_events(data: Buffer) -> list[Event]:
+    """Every message of one datagram, as event values, in order.
+
+    ``data`` is any buffer; it parses as its bytes do. ``NLMSG_NOOP``
+    messages are skipped. Raises ``ParseError`` for malformed input: a length
+    past the buffer, a ``cn_msg.len`` that does not fit its message or its
+    kind, a connector id other than ``CN_IDX_PROC:CN_VAL_PROC``, a message
+    type that is neither ``NLMSG_DONE`` nor a netlink control type, a buffer
+    that cannot be read (a closed mmap).
+
+    Events from kernels before 4.18 lack the ``parent_*`` fields of exit
+    and coredump: they read as 0, as the kernel itself writes them when
+    the parent is gone.
+    """
+    if type(data) is not bytes:
+        data = _flat(data)
+    # What the kernel sends (since Linux 3.2): one message per datagram,
+    # cn_msg.len = sizeof(struct proc_event). Anything else takes the general
+    # path.
+    if len(data) == KERNEL_EVENT_SIZE:
+        event = read_kernel_event(data, 0)
+        if event is not None:
+            return [event]
+    return _parse_all(data)
 
 
 def _parse_all(data: Buffer) -> list[Event]:
-    if type(data) is memoryview and not (data.c_contiguous and data.itemsize == 1):
-        data = data.tobytes()
-    n = len(data)
+    n = len(data)  # a flat byte buffer: its length is its size in bytes
     out: list[Event] = []
     off = 0
     while off < n:
@@ -685,9 +725,6 @@ def _parse_cn_msg(data: Buffer, off: int, nl_len: int) -> Event:
         values = (*values[:-1], _COMMS.get(raw) or _decode_comm(raw))
     event: Event = _new(kind.cls, values)
     return event
-
-
-parse_events: Final = _make_parse_events()
 
 
 # --- Encoders --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Shared test fixtures: a C probe that asks the compiler for layout facts.
+"""Shared test fixtures: the library's C probe, asking the compiler for layout facts.
 
 Layout truth comes from the C compiler and the installed kernel UAPI headers,
 never from the binding itself. Without a compiler the probe cases skip with
@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,10 @@ from typing import Any
 import pytest
 
 from kstructs.cn_proc import proc_event
+from kstructs.conformance.cc import Query, evaluate
+from kstructs.conformance.cc import compiler as cc_driver
 from kstructs.connector import CN_IDX_PROC, CN_VAL_PROC, cb_id, cn_msg
+from kstructs.errors import CheckError
 from kstructs.netlink import NLMSG_DONE, nlmsg_length, nlmsghdr
 
 HEADERS = ("linux/netlink.h", "linux/connector.h", "linux/cn_proc.h")
@@ -57,26 +59,27 @@ def compiler() -> str:
 
 @functools.cache
 def _probe(exprs: tuple[tuple[str, str], ...], prelude: str) -> dict[str, int]:
+    """The library's own compile-only probe (kstructs.conformance.cc), on the installed headers."""
     cc = compiler()
-    lines = ["#define _GNU_SOURCE", *(f"#include <{h}>" for h in HEADERS)]
-    lines += ["#include <linux/version.h>", "#include <stddef.h>", "#include <stdio.h>", prelude, "int main(void) {"]
-    lines += [f'    printf("%s %lld\\n", "{key}", (long long)({expr}));' for key, expr in exprs]
-    lines += ["    return 0;", "}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        src, exe = Path(tmp, "probe.c"), Path(tmp, "probe")
-        src.write_text("\n".join(lines) + "\n")
-        built = subprocess.run([cc, "-w", "-o", str(exe), str(src)], capture_output=True, text=True, check=False)
-        if built.returncode != 0:
-            if "linux/" in built.stderr and "No such file" in built.stderr:
-                if os.environ.get("CI"):
-                    pytest.fail("kernel UAPI headers not installed: CI must install linux-libc-dev")
-                pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
-            raise AssertionError(f"C probe did not compile:\n{built.stderr}")
-        out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    try:
+        done = evaluate(
+            cc_driver(cc, defines=["_GNU_SOURCE"]),
+            [*HEADERS, "linux/version.h"],
+            [Query(key, expr) for key, expr in exprs],
+            prelude=prelude,
+        )
+    except CheckError as e:
+        if str(e).startswith("headers not found: linux/"):
+            if os.environ.get("CI"):
+                pytest.fail("kernel UAPI headers not installed: CI must install linux-libc-dev")
+            pytest.skip("kernel UAPI headers not installed (linux-libc-dev)")
+        raise AssertionError(f"C probe did not compile: {e}") from None
+    if done.failed:
+        raise AssertionError(f"C probe: these did not compile: {dict(done.failed)}")
     values: dict[str, int] = {}
-    for line in out.splitlines():
-        key, value = line.rsplit(" ", 1)
-        values[key] = int(value)
+    for (key, _), value in zip(exprs, done.values, strict=True):
+        assert value is not None
+        values[key] = value
     return values
 
 

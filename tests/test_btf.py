@@ -259,6 +259,15 @@ def test_load_raw_and_elf(tmp_path: Path) -> None:
         Btf.load(tmp_path / "other.o")
 
 
+@pytest.mark.parametrize("size", [0x34, 0x3F])
+def test_load_short_elf64(tmp_path: Path, size: int) -> None:
+    """Long enough for an ELF32 header, too short for an ELF64 one: a BtfError, not struct.error."""
+    path = tmp_path / "short.o"
+    path.write_bytes(elf64(b"")[:size])
+    with pytest.raises(BtfError, match=f"ELF file too short for its header: 0x{size:x} bytes"):
+        Btf.load(path)
+
+
 # --- check_btf against a blob encoded from the binding's own classes --------
 
 

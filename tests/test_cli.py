@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyte
 import pytest
 
-from kstructs.__main__ import KINDS, _kinds
+from kstructs._escape import ENCODE_ERRORS, terminal
+from kstructs._watch import KINDS, _kinds
 from kstructs.cli import PRINTED, JsonFormat, TextFormat
 from kstructs.events import (
     PROCESS_EVENTS,
@@ -36,6 +39,7 @@ from kstructs.events import (
     SidEvent,
     UidEvent,
     UnknownEvent,
+    parse_request,
 )
 from kstructs.listener import Listener, Loss
 
@@ -66,15 +70,82 @@ def keys(event: str) -> list[str]:
     return ["event", *PROCESS_EVENTS[event]._fields]
 
 
+# (comm bytes, as the kernel holds them; the text a terminal must show)
+HOSTILE: list[tuple[bytes, str]] = [
+    (b"\x1b[3A\x1b[J", r"\x1b[3A\x1b[J"),  # cursor up 3, erase below
+    (b"a\nforged line", r"a\nforged line"),
+    (b"x\rover", r"x\rover"),
+    (b"\x1b]0;pwned\x07", r"\x1b]0;pwned\x07"),  # OSC: set the window title
+    (b"\xc2\x9b2J", r"\u009b2J"),  # U+009B, the one-character CSI, in UTF-8
+    (b"\x9b2J", r"\x9b2J"),  # the byte 0x9b alone: not UTF-8
+    (b"\xff\xfename", r"\xff\xfename"),
+    (b"\xe2\x80\xaegnp.exe", r"\u202egnp.exe"),  # RIGHT-TO-LEFT OVERRIDE
+    (b"\xe2\x81\xa6iso\xe2\x81\xa9", r"\u2066iso\u2069"),  # LEFT-TO-RIGHT ISOLATE .. POP
+    (b"back\\x1b", r"back\\x1b"),  # a backslash is escaped too: never mistaken for an escape
+    (b"del\x7f\x08\t", r"del\x7f\x08\t"),
+    (b"caf\xc3\xa9", "café"),  # printable UTF-8 stays as it is
+]
+
+
+def comm_event(raw: bytes, pid: int = 4242) -> CommEvent:
+    return CommEvent(1, 0, 10**12, pid, pid, raw.decode("utf-8", "surrogateescape"))
+
+
 # --- Formats ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("item", SAMPLES, ids=lambda i: type(i).__name__)
+def strict_json(line: str) -> dict[str, Any]:
+    """``json.loads`` as a strict parser reads it: UTF-8 bytes, no duplicate
+    key, no lone surrogate in any string (jq and Node would replace it, Perl's
+    JSON::PP refuses the line)."""
+    data = line.encode("utf-8")  # a lone surrogate cannot even be encoded
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in items]
+        assert len(set(names)) == len(names), f"duplicate key: {line}"
+        for value in (*names, *(v for _, v in items)):
+            if isinstance(value, str):
+                value.encode("utf-8")
+        return dict(items)
+
+    obj: dict[str, Any] = json.loads(data.decode("utf-8", "strict"), object_pairs_hook=pairs)
+    return obj
+
+
+@pytest.mark.parametrize("item", [s for s in SAMPLES if not isinstance(s, CommEvent)], ids=lambda i: type(i).__name__)
 def test_json_is_json_dumps_of_to_dict(item: ProcessEvent | Loss) -> None:
     line = JsonFormat()(item)
     assert line == json.dumps(item.to_dict())
-    obj = json.loads(line)
+    obj = strict_json(line)
     assert list(obj) == keys(obj["event"])
+
+
+def test_json_comm_that_is_utf8() -> None:
+    line = JsonFormat()(CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\ café'))
+    assert line == json.dumps(CommEvent(11, 0, 10**12, 101, 101, 'we"ird\\ café').to_dict())
+    assert strict_json(line)["comm"] == 'we"ird\\ café'
+
+
+def test_json_comm_that_is_not_utf8_keeps_its_bytes_in_hex() -> None:
+    line = JsonFormat()(comm_event(b"\xff\xfename"))
+    assert line.isascii()
+    obj = strict_json(line)
+    assert list(obj) == [*keys("comm"), "comm_hex"]
+    assert obj["comm"] == "\ufffd\ufffdname"
+    assert obj["comm_hex"] == "fffe6e616d65"
+
+
+@pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
+def test_json_hostile_names(raw: bytes, shown: str) -> None:
+    obj = strict_json(JsonFormat()(comm_event(raw)))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        assert obj["comm"] == raw.decode("utf-8", "replace")
+        assert bytes.fromhex(obj["comm_hex"]) == raw
+    else:
+        assert obj["comm"] == text
+        assert "comm_hex" not in obj
 
 
 def test_json_keys_are_the_contract() -> None:
@@ -228,7 +299,8 @@ def cleanup() -> Iterator[list[Watch]]:
 def one_summary_line(stderr: str) -> None:
     assert "Traceback" not in stderr
     (line,) = stderr.splitlines()
-    assert re.fullmatch(r"kstructs: \d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ rejected .*", line), line
+    counts = r"\d+ events, \d+ lost \(\d+ ENOBUFS\), \d+ unprinted at exit, \d+ rejected"
+    assert re.fullmatch(rf"kstructs: {counts} .*", line), line
 
 
 def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
@@ -238,12 +310,15 @@ def mine(lines: list[str], pids: list[int]) -> list[dict[str, Any]]:
 
 @root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch]) -> None:
+def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch], tmp_path: Path) -> None:
+    # The command's requests carry a random nonce: a sitecustomize logs what it sends.
+    (tmp_path / "sitecustomize.py").write_text(_SEND_LOG)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "KSTRUCTS_SENDLOG": str(tmp_path / "sends")}
     with Listener() as watcher:  # sees the command's LISTEN and IGNORE replies
-        w = Watch("--format", "json")
+        w = Watch("--format", "json", env=env)
         cleanup.append(w)
         lines = w.until(lambda lines: any('"event": "exit"' in line and '"exit_code": 768' in line for line in lines))
-        port = _port_id(w.proc.pid)
+        nonce = parse_request(bytes.fromhex((tmp_path / "sends").read_text().split()[0])).ack
         w.proc.send_signal(sig)
         status, stderr = w.finish()
         assert status == 0
@@ -253,8 +328,19 @@ def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch]) -> None:
             assert list(obj) == keys(obj["event"]), line
         exits = [o for o in mine(lines, w.children) if o["event"] == "exit"]
         assert exits and all(o["exit_code"] == 3 << 8 and o["exit_signal"] == 17 for o in exits)
-        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == port + 1]
+        replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == nonce + 1]
         assert len(replies) == 2, "LISTEN and exactly one IGNORE"
+
+
+_SEND_LOG = """
+import os, socket
+_send = socket.socket.send
+def send(self, data, *args):
+    with open(os.environ["KSTRUCTS_SENDLOG"], "a") as log:
+        log.write(bytes(data).hex() + "\\n")
+    return _send(self, data, *args)
+socket.socket.send = send
+"""
 
 
 def _port_id(pid: int) -> int:
@@ -469,3 +555,211 @@ def test_console_script() -> None:
     )
     assert done.returncode == 0
     one_summary_line(done.stderr)
+
+
+# --- Hostile names on a terminal ---------------------------------------------
+
+
+def through_a_pty(before: bytes, data: bytes, columns: int = 200) -> pyte.Screen:
+    """Write ``before`` and ``data`` to a real pty's slave end, read the master
+    end as a terminal would, and feed it to a VT100 emulator."""
+    master, slave = os.openpty()
+    try:
+        os.write(slave, before + data)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the slave is closed and everything is read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    screen = pyte.Screen(columns, 24)
+    pyte.ByteStream(screen).feed(out)
+    return screen
+
+
+def test_text_escapes_hostile_names() -> None:
+    fmt = TextFormat(proc="/nonexistent")
+    for raw, shown in HOSTILE:
+        line = fmt(comm_event(raw))
+        assert line.endswith(f"4242 comm                     {shown}"), (raw, line)
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), line
+
+
+@pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
+def test_hostile_name_on_a_terminal(raw: bytes, shown: str) -> None:
+    fmt = TextFormat(proc="/nonexistent")
+    before = b"first line\nsecond line\n"
+    line = fmt(comm_event(raw))
+    screen = through_a_pty(before, (line + "\n").encode("utf-8", ENCODE_ERRORS))
+    rows = [row.rstrip() for row in screen.display]
+    assert rows[:3] == ["first line", "second line", line]
+    assert rows[2].endswith(f"4242 comm                     {shown}")
+    assert all(row == "" for row in rows[3:]), rows
+    assert (screen.cursor.x, screen.cursor.y) == (0, 3)
+    assert screen.title == ""
+    assert not screen.mode - pyte.Screen(200, 24).mode  # no mode switched on
+
+
+def test_non_utf8_name_is_shown_as_bytes_not_surrogates() -> None:
+    line = TextFormat(proc="/nonexistent")(comm_event(b"\xff"))
+    assert line.endswith(r"\xff")
+    line.encode("utf-8")  # no lone surrogate left
+
+
+def test_terminal_escape_reads_back_to_the_bytes() -> None:
+    # \xHH is one byte, \uHHHH one character, \\ a backslash: the escaped form is
+    # unambiguous. Decoded here by a reader written from the rule, not the code.
+    def unescape(text: str) -> bytes:
+        out = bytearray()
+        i = 0
+        named = {"t": b"\t", "n": b"\n", "r": b"\r", "\\": b"\\"}
+        while i < len(text):
+            if text[i] != "\\":
+                out += text[i].encode()
+                i += 1
+            elif text[i + 1] in named:
+                out += named[text[i + 1]]
+                i += 2
+            elif text[i + 1] == "x":
+                out.append(int(text[i + 2 : i + 4], 16))
+                i += 4
+            else:
+                assert text[i + 1] == "u"
+                out += chr(int(text[i + 2 : i + 6], 16)).encode()
+                i += 6
+        return bytes(out)
+
+    for raw, shown in HOSTILE:
+        assert unescape(shown) == raw
+        assert unescape(terminal(raw.decode("utf-8", "surrogateescape"))) == raw
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_an_escape() -> None:
+    assert terminal("café").encode("ascii", ENCODE_ERRORS) == b"caf\\u00e9"
+
+
+def _pr_set_name_loop(names: list[bytes] | None = None) -> str:
+    # A child that renames itself with each hostile name in turn, until stdin closes.
+    return (
+        "import ctypes, os, select, sys, time\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"names = {names or [raw for raw, _ in HOSTILE]!r}\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+        "    for name in names:\n"
+        "        if libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) != 0:\n"
+        "            sys.exit(f'prctl: {ctypes.get_errno()}')\n"
+        "    time.sleep(0.1)\n"
+    )
+
+
+@root
+def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
+    # kstructs watch writes to a real terminal while a process gives itself each
+    # hostile name with prctl(PR_SET_NAME): the emulated screen holds exactly
+    # the lines written, one per event, each name escaped.
+    master, slave = os.openpty()
+    watch = subprocess.Popen(command("watch", "--events", "comm"), stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop()], stdin=subprocess.PIPE)
+    out = b""
+    try:
+        expected = {rf" {child.pid} comm +{re.escape(shown)}$" for _, shown in HOSTILE}
+        deadline = time.monotonic() + 20
+        while True:
+            text = out.decode("utf-8", "replace").replace("\r\n", "\n")
+            lines = text.split("\n")
+            if all(any(re.search(p, line) for line in lines) for p in expected):
+                break
+            assert time.monotonic() < deadline, f"not all names seen: {lines[-5:]}"
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                out += os.read(master, 65536)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+        watch.send_signal(signal.SIGINT)
+        watch.wait(15)
+    while select.select([master], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert watch.returncode == 0 and child.returncode == 0
+    lines = out.decode("utf-8").split("\r\n")
+    assert lines.pop() == ""
+    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) and line.isprintable() for line in lines)
+    screen = pyte.Screen(300, len(lines) + 1)
+    pyte.ByteStream(screen).feed(out)
+    assert [row.rstrip() for row in screen.display] == [*lines, ""]
+    assert screen.title == ""
+
+
+JQ = shutil.which("jq")
+
+
+@root
+def test_watch_json_of_a_child_with_a_name_that_is_not_utf8(cleanup: list[Watch]) -> None:
+    names = [b"\xff\xfe\x1b[J", b"plain"]
+    w = Watch("--format", "json", "--events", "comm")
+    cleanup.append(w)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop(names)], stdin=subprocess.PIPE)
+    try:
+        w.until(lambda lines: {json.loads(line).get("comm") for line in lines} >= {"\ufffd\ufffd\x1b[J", "plain"})
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+    w.proc.send_signal(signal.SIGINT)
+    status, _ = w.finish()
+    assert status == 0
+    objs = [strict_json(line) for line in w.lines]
+    from_child = [o for o in objs if o.get("process_pid") == child.pid]
+    assert {(o["comm"], o.get("comm_hex")) for o in from_child} == {
+        ("\ufffd\ufffd\x1b[J", "fffe1b5b4a"),
+        ("plain", None),
+    }
+
+
+@root
+@pytest.mark.jq
+@pytest.mark.skipif(JQ is None, reason="jq is not installed")
+def test_watch_json_read_by_jq(cleanup: list[Watch]) -> None:
+    # jq replaces a lone surrogate escape with U+FFFD without a word: it must
+    # read every line, and read each comm and comm_hex exactly as Python does.
+    w = Watch("--format", "json", "--events", "comm")
+    cleanup.append(w)
+    child = subprocess.Popen([sys.executable, "-c", _pr_set_name_loop([b"\xff\x9b", b"ok"])], stdin=subprocess.PIPE)
+    try:
+        w.until(lambda lines: sum(str(child.pid) in line for line in lines) >= 2)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+    w.proc.send_signal(signal.SIGINT)
+    w.finish()
+    assert JQ is not None
+    done = subprocess.run(
+        [JQ, "-c", "[.comm, .comm_hex]"],
+        input="\n".join(w.lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    read_by_jq = [json.loads(line) for line in done.stdout.splitlines()]
+    assert read_by_jq == [[o.get("comm"), o.get("comm_hex")] for o in map(strict_json, w.lines)]
+    assert ["\ufffd\ufffd", "ff9b"] in read_by_jq

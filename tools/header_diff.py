@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
 """Prove the binding against the installed headers, any header tree, and the running kernel's BTF.
 
-    python tools/header_diff.py [--include-dir DIR]... [--btf [PATH]] [--json] [--strict] [--cc CC]
+    python tools/header_diff.py [--include-dir DIR]... [--btf [PATH]] [--json] [--strict]
+                                [--cc CC] [--target TRIPLE] [--cc-timeout SECONDS]
 
 Exit status: 0 the binding conforms, 1 at least one mismatch (with --strict,
-an item newer than the headers too), 2 the check could not run.
+an item newer than the headers too), 2 the check could not run (one line on
+stderr; with --json, a document with "status": 2 and the "error" on stdout).
+
+Nothing is run but the compiler: the probe is compile-only, so ``--target
+TRIPLE`` checks against a cross-compiler (``TRIPLE-gcc``) and its headers
+(Debian: ``gcc-TRIPLE`` and ``linux-libc-dev-ARCH-cross``). A target whose
+data model lays structures out otherwise than this Python (a 32-bit target
+from a 64-bit Python) cannot be checked here: the binding's layouts are this
+Python's, not the target's.
 """
 
 from __future__ import annotations
@@ -16,12 +25,14 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 # Run from a checkout without installing: the package is next to tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.conformance import CATEGORIES, DEFAULT_BTF, Binding, CheckError, Finding, Report, check_btf, check_headers
+from kstructs.conformance.cc import DEFAULT_TIMEOUT, _text, compiler, host_abi, target_abi
 
 MODULES = (netlink, connector, cn_proc)
 _LABELS = {"not-mirrored": "not mirrored", "not-in-btf": "not in BTF"}
@@ -85,8 +96,57 @@ def _document(reports: Sequence[Report], findings: Sequence[Finding], status: in
     return json.dumps(doc, indent=2)
 
 
+def _failure(message: str, strict: bool) -> str:
+    """The JSON document when the check could not run."""
+    doc = {
+        "status": 2,
+        "conforms": False,
+        "strict": strict,
+        "error": message,
+        "checked": 0,
+        "counts": {},
+        "sources": [],
+        "findings": [],
+    }
+    return json.dumps(doc, indent=2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (and a JSON document with --json), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _cannot(f"usage: {message}", json_out="--json" in sys.argv[1:], strict=False)
+        sys.exit(2)
+
+
+def _cannot(message: str, *, json_out: bool, strict: bool) -> int:
+    message = _text(message)
+    print(f"header_diff: cannot check: {message}", file=sys.stderr)
+    if json_out:
+        _emit(_failure(message, strict))
+    return 2
+
+
+def _emit(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # The reader (say, head) stopped early: the exit status still tells the answer.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="header_diff.py",
         description="Check the kstructs binding against C headers (and the kernel's BTF).",
     )
@@ -98,17 +158,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the findings as one JSON document")
     parser.add_argument("--strict", action="store_true", help="items newer than the headers fail the check")
-    parser.add_argument("--cc", metavar="CC", help="the C compiler command (default: $CC, then cc, gcc, clang)")
+    parser.add_argument(
+        "--cc",
+        metavar="CC",
+        help="the C compiler command (default: TRIPLE-gcc with --target, else $CC, cc, gcc, clang)",
+    )
+    parser.add_argument(
+        "--target", metavar="TRIPLE", help="check against this target's cross-compiler and headers (TRIPLE-gcc)"
+    )
+    parser.add_argument(
+        "--cc-timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"kill a compiler run (and its children) after this long (default {DEFAULT_TIMEOUT:g})",
+    )
     args = parser.parse_args(argv)
 
     bindings = [Binding.from_module(m) for m in MODULES]
     try:
-        reports = [check_headers(bindings, include_dirs=args.include_dir, cc=args.cc)]
+        cc = compiler(args.cc, target=args.target, timeout=args.cc_timeout)
+        if args.target is not None:
+            target, host = target_abi(cc), host_abi()
+            if not target.lays_out_like(host):
+                raise CheckError(
+                    f"{args.target} is {target.describe()}; this Python is {host.describe()}: "
+                    "the binding's layouts here are not the target's"
+                )
+        reports = [check_headers(bindings, include_dirs=args.include_dir, cc=cc)]
         if args.btf is not None:
             reports.append(check_btf(bindings, args.btf))
     except CheckError as e:
-        print(f"header_diff: cannot check: {e}", file=sys.stderr)
-        return 2
+        return _cannot(str(e), json_out=args.json, strict=args.strict)
 
     status = 1 if any(r.failed(args.strict) for r in reports) else 0
     findings = [f for r in reports for f in r.findings]
@@ -116,11 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = [_document(reports, findings, status, args.strict)]
     else:
         out = [*_table(findings), _summary(reports, findings, status, args.strict)]
-    try:
-        print("\n".join(out), flush=True)
-    except BrokenPipeError:
-        # The reader (say, head) stopped early: the exit status still tells the answer.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _emit("\n".join(out))
     return status
 
 

@@ -1,0 +1,389 @@
+"""``kstructs watch``: read, filter, format (``kstructs.cli``), write.
+
+Events go to stdout, one per line, and nothing else; a summary line goes to
+stderr at the end. SIGINT, SIGTERM, SIGHUP, ``--duration``, ``--count`` and
+a closed pipe all end it the same way: unsubscribe
+(``PROC_CN_MCAST_IGNORE``), account for what was not printed, exit 0. The
+signal handlers stay installed until the process exits, so a burst of
+signals ends it once, with status 0. Expected failures (no privilege, no
+process events, a foreign network namespace) print one line to stderr and
+exit 1.
+
+Nothing is lost without a word: when watch stops, the events still queued
+(behind a slow reader of stdout, or in the socket) are read and counted,
+and the kernel's drops are taken from the listener's statistics at close;
+both go into the summary and into one last ``lost`` record on stdout
+(reason ``"exit"`` for events received or queued but not printed,
+``"enobufs"`` for drops not reported yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import select
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Final
+
+from kstructs import cli
+from kstructs._escape import ENCODE_ERRORS
+from kstructs.cn_proc import EventKind
+from kstructs.events import PROCESS_EVENTS, KstructsError
+from kstructs.listener import Item, Listener, ListenerStats, Loss
+
+#: --events names: the CLI's event names, each the kernel's PROC_EVENT_* bit.
+KINDS: Final = {name: EventKind(cls.what) for name, cls in PROCESS_EVENTS.items()}
+
+#: The signals that end watch.
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# poll() takes a C int of milliseconds.
+_POLL_MAX_MS: Final = 2**31 - 1
+# Writes to a pipe or terminal go in pieces of at most this many bytes, each
+# after poll() says there is room: a pipe with a free page takes one whole
+# (PIPE_BUF), so a stop is seen between two writes, never inside a line.
+_PIPE_BUF: Final = 4096
+# How long the last lost record waits for room on stdout (milliseconds).
+_LAST_WRITE_MS: Final = 5000
+# Events read at most when draining the queue at exit (the kernel may
+# still be adding to it).
+_DRAIN_MAX: Final = 1 << 20
+
+
+def _kinds(text: str) -> EventKind:
+    mask = EventKind.NONE
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        if name not in KINDS:
+            raise argparse.ArgumentTypeError(f"unknown event {name!r} (choose from {','.join(KINDS)})")
+        mask |= KINDS[name]
+    if not mask:
+        raise argparse.ArgumentTypeError("no events given")
+    return mask
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``kstructs watch``."""
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument(
+        "--events",
+        type=_kinds,
+        metavar="KINDS",
+        help=f"comma-separated kinds to print: {','.join(KINDS)} (default: all)",
+    )
+    parser.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
+
+
+@dataclass
+class Options:
+    format: str = "text"
+    events: EventKind | None = None
+    duration: float | None = None
+    count: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        return cls(args.format, args.events, args.duration, args.count)
+
+
+@dataclass
+class Counts:
+    printed: int = 0  # events written to stdout
+    unprinted: int = 0  # events received or queued at the stop, not written
+    lost_printed: int = 0  # the sum of the counts of the lost records written
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror if isinstance(error, KstructsError) else f"{error.strerror} (errno {error.errno})"
+    return str(error)
+
+
+class _Stop:
+    """The stop signals: handlers that only take note and wake the poll()s
+    through a pipe. Installed for good: a second signal, during the exit or
+    after it, finds a handler too and cannot kill the process."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._note)
+        self._previous_fd = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+
+    def close(self) -> None:
+        # The wakeup fd goes back before its pipe closes; the handlers stay.
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+def watch(options: Options) -> int:
+    """``kstructs watch``: the exit status. The stop signals keep a handler
+    that only takes note; ``ignore_stop_signals()`` before the exit."""
+    stop = _Stop()
+    try:
+        return _watch(options, stop)
+    finally:
+        stop.close()
+
+
+def ignore_stop_signals() -> None:
+    """For the exit: the interpreter's finalization puts the default action
+    back for signals with a Python handler, and that kills; ignoring them
+    survives it."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _watch(options: Options, stop: _Stop) -> int:
+    format_item = cli.formatter(options.format)
+    try:
+        out_fd = sys.stdout.fileno()
+        encoding = sys.stdout.encoding
+        sys.stdout.flush()
+    except (AttributeError, ValueError, OSError):
+        print("kstructs: stdout is closed", file=sys.stderr)
+        return 1
+    out = _Output(out_fd, encoding, stop)
+    listener = Listener(options.events)
+    counts = Counts()
+    try:
+        listener.open()
+    except (KstructsError, OSError) as e:
+        listener.close()
+        print(f"kstructs: {_error_text(e)}", file=sys.stderr)
+        return 1
+    pipe_open = True
+    try:
+        try:
+            reached = _loop(listener, format_item, out=out, stop=stop, options=options, counts=counts)
+        except BrokenPipeError:
+            pipe_open, reached = False, False
+        except OSError as e:  # stdout itself failed: a full disk, a closed descriptor
+            print(f"kstructs: cannot write to stdout: {_error_text(e)}", file=sys.stderr)
+            return 1
+        if not reached:
+            _drain(listener, counts)
+    finally:
+        listener.close()
+    if not pipe_open:
+        _quiet_stdout()
+    last = _missing(listener.stats, counts)
+    if last and pipe_open:
+        try:
+            out.last("".join(format_item(loss) + "\n" for loss in last))
+        except BrokenPipeError:
+            _quiet_stdout()
+        except OSError as e:
+            print(f"kstructs: cannot write to stdout: {_error_text(e)}", file=sys.stderr)
+            return 1
+    print(f"kstructs: {summary(counts, listener.stats, listener.events)}", file=sys.stderr)
+    return 0
+
+
+def _quiet_stdout() -> None:
+    # The reader went away (| head): send nothing more, and keep the
+    # interpreter's own final flush from failing too.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _drain(listener: Listener, counts: Counts) -> None:
+    """Count what is still queued: it will not be printed."""
+    printed_types = cli.PRINTED
+    taken = 0
+    while taken < _DRAIN_MAX:
+        items = listener.read()
+        if not items:
+            return
+        taken += len(items)
+        for item in items:
+            if type(item) in printed_types and type(item) is not Loss:
+                counts.unprinted += 1
+
+
+def _missing(stats: ListenerStats, counts: Counts) -> list[Loss]:
+    """The last lost records: events the loop did not print, and losses the
+    listener counted (up to its close) that no lost record written told."""
+    last = []
+    if counts.unprinted:
+        last.append(Loss(counts.unprinted, "exit"))
+    if stats.lost > counts.lost_printed:
+        last.append(Loss(stats.lost - counts.lost_printed, "enobufs"))
+    return last
+
+
+def summary(counts: Counts, stats: ListenerStats, events: int | None) -> str:
+    if events is None:
+        where = "every kind"
+    else:
+        where = "filtered in the kernel" if stats.kernel_filter else "filtered in user space"
+    return (
+        f"{counts.printed} events, {stats.lost} lost ({stats.enobufs} ENOBUFS), "
+        f"{counts.unprinted} unprinted at exit, {stats.rejected} rejected "
+        f"({stats.foreign} foreign, {stats.malformed} malformed), {where}"
+    )
+
+
+class _Output:
+    """stdout, written a whole line at a time."""
+
+    def __init__(self, fd: int, encoding: str, stop: _Stop) -> None:
+        self.fd = fd
+        self.encoding = encoding
+        self.stop = stop
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            regular = False
+        # A regular file never makes a write wait for a reader: one write.
+        self.poller: select.poll | None = None
+        if not regular:
+            self.poller = select.poll()
+            self.poller.register(fd, select.POLLOUT)
+            self.poller.register(stop.wake_r, select.POLLIN)
+
+    def write(self, lines: list[str]) -> int:
+        """Write ``lines``, each followed by a newline: how many were
+        written. A stop signal ends the writing between two lines."""
+        if self.poller is None:
+            _write_all(self.fd, ("\n".join(lines) + "\n").encode(self.encoding, ENCODE_ERRORS))
+            return len(lines)
+        done = 0
+        stopping = self.stop.signals
+        while done < len(lines):
+            # As many whole lines as fit in one atomic pipe write (at least one).
+            chunk = bytearray()
+            n = done
+            while n < len(lines):
+                data = (lines[n] + "\n").encode(self.encoding, ENCODE_ERRORS)
+                if chunk and len(chunk) + len(data) > _PIPE_BUF:
+                    break
+                chunk += data
+                n += 1
+            while True:
+                if stopping:
+                    return done
+                ready = self.poller.poll()
+                if any(fd == self.fd for fd, _ in ready):
+                    break
+            _write_all(self.fd, chunk)
+            done = n
+        return done
+
+    def last(self, text: str) -> None:
+        """Write the closing lines if stdout takes them within a few seconds."""
+        data = text.encode(self.encoding, ENCODE_ERRORS)
+        if self.poller is not None:
+            only_out = select.poll()
+            only_out.register(self.fd, select.POLLOUT)
+            if not only_out.poll(_LAST_WRITE_MS):
+                return
+        _write_all(self.fd, data)
+
+
+def _loop(
+    listener: Listener,
+    format_item: Callable[[Item], str],
+    *,
+    out: _Output,
+    stop: _Stop,
+    options: Options,
+    counts: Counts,
+) -> bool:
+    """Read, format and write until a stop: True when ``--count`` was reached."""
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(stop.wake_r, select.POLLIN)
+    wake_only = select.poll()
+    wake_only.register(stop.wake_r, select.POLLIN)
+    count = options.count
+    deadline = None if options.duration is None else time.monotonic() + options.duration
+    printed_types = cli.PRINTED
+    stopping = stop.signals
+    while not stopping:
+        items = listener.read()
+        now = time.monotonic()
+        if items:
+            lines: list[str] = []
+            losses: list[int] = []  # per line: 0 for an event, a Loss's count
+            total = counts.printed
+            for item in items:
+                kind = type(item)
+                if kind is Loss:
+                    assert isinstance(item, Loss)
+                    losses.append(item.count)
+                elif kind in printed_types:
+                    losses.append(0)
+                    total += 1
+                else:
+                    continue
+                lines.append(format_item(item))
+                if total == count:
+                    break
+            if lines:
+                written = out.write(lines)
+                counts.lost_printed += sum(losses[:written])
+                if written < len(lines):
+                    # Stopped by a signal with lines in hand: counted, not printed.
+                    counts.printed += losses[:written].count(0)
+                    counts.unprinted += losses[written:].count(0)
+                    return False
+            counts.printed = total  # only what was handed to stdout
+            if counts.printed == count:
+                return True
+            if deadline is not None and now >= deadline:
+                return False
+            # Events are flowing: let more queue up, so one wakeup takes many
+            # (a signal still ends the wait at once).
+            pause = listener.pause()
+            if pause:
+                wake_only.poll(pause * 1000)
+            continue
+        if deadline is not None and now >= deadline:
+            return False
+        poller.poll(None if deadline is None else min(max(deadline - now, 0) * 1000, _POLL_MAX_MS))
+    return False
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    """Write all of ``data``. A signal can end a write to a full pipe
+    part-way (write(2)); the rest follows, so no line is ever cut."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+__all__ = ["KINDS", "STOP_SIGNALS", "Options", "add_arguments", "ignore_stop_signals", "summary", "watch"]

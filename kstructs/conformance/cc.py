@@ -1,0 +1,632 @@
+"""The C compiler driver: which compiler, running it, and the compile-only probe.
+
+``compiler()`` picks the compiler (``--cc``, ``--target TRIPLE``, ``$CC``, or
+cc/gcc/clang on ``PATH``) and returns a ``Compiler``: its argv, the flags every
+run gets (``-D``), and the time a run may take. ``Compiler.run`` runs it in a
+process group of its own (a compiler that hangs is killed with all its
+children), with its output captured to bounded files and decoded with
+replacement, in the C locale.
+
+``evaluate()`` is the probe: it asks the compiler for the values of integer
+constant expressions (``sizeof``, ``offsetof``, ``_Alignof``, constants,
+macro calls), each tagged with the item it belongs to. Nothing is run: the
+values become static arrays in a section of an object file (``-c``), framed
+by a magic, a per-run nonce and a count that only the probe writes, and are
+read back with the ELF reader in the object's byte order — so a
+cross-compiler's values are that target's, and a header that prints, or a
+compiler that writes junk, cannot pass for values. An expression the compiler
+cannot use as a static initializer (a static inline function call) is asked
+again as an ``asm`` operand at ``-O2``, in a function of its own. A compile
+error is attributed to the item whose line caused it; that item fails with
+the compiler's message, and the rest is compiled again (``MAX_ROUNDS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final
+
+from kstructs._elf import ElfError, Section, section
+from kstructs.conformance.model import _Fact
+from kstructs.errors import CheckError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_ROUNDS",
+    "Abi",
+    "Compiler",
+    "Evaluation",
+    "Group",
+    "Query",
+    "compiler",
+    "evaluate",
+    "evaluate_groups",
+    "host_abi",
+    "include_paths",
+    "target_abi",
+    "workdir",
+]
+
+DEFAULT_TIMEOUT: Final = 60.0  # seconds one compiler run may take (--cc-timeout)
+MAX_ROUNDS: Final = 20  # compiles of one probe before giving up on removing failed items
+MAX_DIAGNOSTICS: Final = 4 << 20  # bytes of the compiler's messages read
+MAX_OUTPUT: Final = 64 << 20  # bytes of a preprocessed or object file read
+
+SECTION: Final = ".kstructs_probe"  # the static values
+FOLD_SECTION: Final = ".kstructs_fold"  # values folded through asm operands
+_MAGIC: Final = 0x6B737472_75637473  # "kstructs"
+_END: Final = 0x646E655F_65626F72  # the trailer, xor the nonce
+_CC_NAMES: Final = ("cc", "gcc", "clang")
+_TRIPLE = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_.]+){1,4}")
+
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _text(value: object) -> str:
+    """Text safe to print or put in JSON: undecodable bytes (surrogates)
+    replaced, control and bidirectional characters escaped."""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
+# ---------------------------------------------------------------------------
+# The compiler.
+
+
+@dataclass(frozen=True)
+class Compiler:
+    """A C compiler command: its argv, the flags every run gets, and the time one run may take."""
+
+    argv: tuple[str, ...]
+    flags: tuple[str, ...] = ()  # -D definitions, before any other argument
+    target: str | None = None  # the GNU triple asked for with --target
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def name(self) -> str:
+        return _text(self.argv[0])
+
+    def run(self, args: Sequence[str], what: str, cwd: Path) -> Ran:
+        """Run the compiler with ``args`` in ``cwd``; its output (stdout and stderr) is kept."""
+        return _run([*self.argv, *self.flags, *args], f"{what} {self.name}", cwd, self.timeout)
+
+
+def compiler(
+    cc: str | Compiler | None = None,
+    *,
+    target: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    defines: Sequence[str] = (),
+) -> Compiler:
+    """The compiler to use: ``cc`` (any command line), else ``TRIPLE-gcc`` for
+    ``target``, else ``$CC``, else the first of cc, gcc, clang on ``PATH``.
+    ``defines`` are ``NAME`` or ``NAME=VALUE``, passed as ``-D``."""
+    if isinstance(cc, Compiler):
+        return cc
+    if not timeout > 0 or timeout == float("inf"):
+        raise CheckError(f"the compiler timeout must be a positive number of seconds, not {timeout!r}")
+    if target is not None and _TRIPLE.fullmatch(target) is None:
+        raise CheckError(f"not a target triple: {_text(target)!r}")
+    source = "--cc"
+    spec = cc
+    if not spec and target is not None:
+        spec, source = f"{target}-gcc", "--target"
+    if not spec and (env := os.environ.get("CC")):
+        spec, source = env, "$CC"
+    if not spec:
+        spec = next((c for c in _CC_NAMES if shutil.which(c)), None)
+        if spec is None:
+            raise CheckError("no C compiler: pass --cc or set CC, or install gcc")
+    try:
+        argv = shlex.split(spec)
+    except ValueError as e:
+        raise CheckError(f"cannot read the compiler command ({source}) {_text(spec)!r}: {e}") from None
+    if not argv or shutil.which(argv[0]) is None:
+        if source == "--target":
+            raise CheckError(f"no C compiler for {target}: {spec!r} not found (Debian: gcc-{target})")
+        raise CheckError(f"no C compiler: {_text(spec)!r} not found")
+    return Compiler(tuple(argv), _defines(defines), target, float(timeout))
+
+
+def _defines(defines: Sequence[str]) -> tuple[str, ...]:
+    """``-D`` flags for ``NAME`` or ``NAME=VALUE`` definitions."""
+    flags: list[str] = []
+    for d in defines:
+        name = d.split("=", 1)[0]
+        if re.fullmatch(r"[A-Za-z_]\w*", name) is None or "\n" in d or "\0" in d:
+            raise CheckError(f"not a macro definition: {_text(d)!r}")
+        flags.append(f"-D{d}")
+    return tuple(flags)
+
+
+def include_paths(dirs: Sequence[str | Path]) -> list[Path]:
+    """The include directories, resolved; each must be a directory."""
+    paths: list[Path] = []
+    for d in dirs:
+        try:
+            path = Path(d).resolve(strict=True)
+        except RuntimeError:  # Python 3.11 and 3.12 on a symlink loop
+            raise CheckError(f"include directory not usable: {_text(d)}: symlink loop") from None
+        except OSError as e:
+            if e.errno == 40:  # ELOOP
+                raise CheckError(f"include directory not usable: {_text(d)}: symlink loop") from None
+            raise CheckError(f"include directory not found: {_text(Path(d).absolute())}") from None
+        if not path.is_dir():
+            raise CheckError(f"include directory not found: {_text(path)}")
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A finished compiler run: its exit status and its messages, decoded with replacement."""
+
+    returncode: int
+    output: str  # stdout and stderr, the first MAX_DIAGNOSTICS bytes
+
+
+def _run(argv: list[str], what: str, cwd: Path, timeout: float) -> Ran:
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}  # diagnostics in English, for _errors()
+    log = cwd / "messages.txt"
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # its own process group, killed whole
+            )
+    except OSError as e:
+        raise CheckError(f"cannot run {what}: {_text(e.strerror or e)}") from None
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise CheckError(f"{what} took over {timeout:g} s (killed; see --cc-timeout)") from None
+    finally:
+        _kill_group(proc)
+    try:
+        with open(log, "rb") as out:
+            text = out.read(MAX_DIAGNOSTICS).decode("utf-8", "replace")
+    except OSError as e:
+        raise CheckError(f"cannot read the messages of {what}: {_text(e.strerror or e)}") from None
+    return Ran(proc.returncode, text)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of the compiler's process group (a hung child, a daemon), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    """A private temporary directory, removed after; CheckError when there is none to be had."""
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="kstructs-", ignore_cleanup_errors=True)
+    except OSError as e:
+        raise CheckError(f"no usable temporary directory: {_text(e.strerror or e)}") from None
+    with tmp as name:
+        yield Path(name)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise CheckError(f"cannot write the probe to {_text(path.parent)}: {_text(e.strerror or e)}") from None
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_OUTPUT + 1)
+    except FileNotFoundError:
+        raise CheckError(f"the compiler wrote no {what}") from None
+    except OSError as e:
+        raise CheckError(f"cannot read the compiler's {what}: {_text(e.strerror or e)}") from None
+    if len(data) > MAX_OUTPUT:
+        raise CheckError(f"the compiler's {what} is over 0x{MAX_OUTPUT:x} bytes")
+    return data
+
+
+# ---------------------------------------------------------------------------
+# The compiler's messages.
+
+_DIAGNOSTIC = re.compile(
+    r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:\d+:)? (?P<kind>fatal error|error|warning|note): (?P<msg>.*)$"
+)
+_NOT_CONSTANT = re.compile(r"initializer element is not (?:constant|a compile-time constant)")
+
+
+def _errors(stderr: str) -> list[tuple[str, int, str, list[tuple[str, int]]]]:
+    """Each error as (file, line, message, locations of its notes)."""
+    errors: list[tuple[str, int, str, list[tuple[str, int]]]] = []
+    for text in stderr.splitlines():
+        m = _DIAGNOSTIC.match(text)
+        if m is None:
+            continue
+        where = (m["file"], int(m["line"]))
+        if m["kind"] in ("error", "fatal error"):
+            errors.append((*where, m["msg"][:500], []))
+        elif m["kind"] == "note" and errors:
+            errors[-1][3].append(where)
+    return errors
+
+
+def _missing_header(stderr: str) -> str | None:
+    m = re.search(r"error: ([^:\s]+): No such file or directory|no include path in which to search for (\S+)", stderr)
+    return (m[1] or m[2]) if m else None
+
+
+def _first_error(stderr: str) -> str:
+    for file, line, msg, _ in _errors(stderr):
+        return f"{file}:{line}: {msg}"
+    lines = [t.strip() for t in stderr.splitlines() if t.strip()]
+    return lines[-1][:500] if lines else "no message"
+
+
+# ---------------------------------------------------------------------------
+# The probe.
+
+
+@dataclass(frozen=True)
+class Query:
+    """An integer constant expression whose value is wanted, and the item it belongs to.
+
+    A compile error in any expression of an item fails the whole item."""
+
+    item: str  # "struct cn_msg.len", "CN_IDX_PROC", "NLMSG_ALIGN"
+    expr: str  # "offsetof(struct cn_msg, len)"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The probe's answer: a value per query (None where its item failed), and
+    the items that failed, each with the compiler's one-line message."""
+
+    values: tuple[int | None, ...]
+    failed: Mapping[str, str]
+    rounds: int = 1  # compiles it took
+
+
+@dataclass(frozen=True)
+class Group:
+    """Headers compiled as one program, and the queries asked of them."""
+
+    headers: Sequence[str]
+    queries: Sequence[Query]
+    prelude: str = ""  # C text after the includes
+    include_dirs: Sequence[Path] = field(default_factory=tuple)
+
+
+def _usable(expr: str) -> str | None:
+    """Why an expression cannot be put on one line of the probe, or None."""
+    if not expr.strip():
+        return "an empty expression"
+    if any(c in expr for c in "\n\r\0;{}#") or "//" in expr or "/*" in expr or "*/" in expr:
+        return "not one C expression (a newline, ';', braces, '#' or a comment)"
+    depth = 0
+    quote = ""
+    escaped = False
+    for c in expr:
+        if quote:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+            if depth < 0:
+                break
+    if quote or depth:
+        return "not one C expression (unbalanced brackets or quotes)"
+    return None
+
+
+@dataclass
+class _Program:
+    nonce: int
+    static: list[int]  # query indexes in the static array, in order
+    folded: list[int]  # query indexes asked through asm operands
+    lines: dict[int, int]  # source line -> query index
+    text: str
+
+
+def _program(
+    headers: Sequence[str], prelude: str, queries: Sequence[Query], static: list[int], folded: list[int]
+) -> _Program:
+    nonce = secrets.randbits(32)
+    lines = [f"#include <{h}>" for h in headers]
+    lines += ["#include <stddef.h>", prelude]
+    at: dict[int, int] = {}
+    if static:
+        lines.append(
+            f'static const unsigned long long kstructs_probe[] __attribute__((section("{SECTION}"), used)) = {{'
+        )
+        lines.append(f"    0x{_MAGIC:x}ULL, 0x{nonce:x}ULL, {len(static)}ULL,")
+        for i in static:
+            e = queries[i].expr
+            at[len(lines) + 1] = i
+            lines.append(f"    (unsigned long long)({e}) + 0 * sizeof(~({e})), (unsigned long long)(({e}) < 0),")
+        lines.append(f"    0x{_END ^ nonce:x}ULL }};")
+    if folded:
+        lines.append("#define KSTRUCTS_OK(u, n) (__builtin_constant_p(u) && __builtin_constant_p(n))")
+        lines.append(f"#define KSTRUCTS_FOLD(i, u, n) {_fold_asm(nonce)}")
+    for k, i in enumerate(folded):
+        e = queries[i].expr
+        at[len(lines) + 1] = i
+        lines.append(
+            f"void kstructs_fold_{k}(void) {{ unsigned long long u = (unsigned long long)({e}); "
+            f"int n = ({e}) < 0; KSTRUCTS_FOLD({i}, u, n); }}"
+        )
+    lines.append("")
+    return _Program(nonce, static, folded, at, "\n".join(lines))
+
+
+def evaluate(
+    cc: Compiler,
+    headers: Sequence[str],
+    queries: Sequence[Query],
+    *,
+    include_dirs: Sequence[Path] = (),
+    prelude: str = "",
+) -> Evaluation:
+    """The value of every query, compiled with ``headers`` as one program (``-c``, never run).
+
+    CheckError when the program cannot be compiled for a reason no item
+    explains (a header that is missing or does not compile, a compiler that
+    writes no object file), or after ``MAX_ROUNDS`` compiles."""
+    failed: dict[str, str] = {}
+    for q in queries:
+        if (why := _usable(q.expr)) is not None:
+            failed.setdefault(q.item, f"{why}: {q.expr[:80]!r}")
+    static = [i for i, q in enumerate(queries) if q.item not in failed]
+    folded: list[int] = []
+    tried_fold: dict[int, str] = {}  # query index -> why it is no static initializer
+    flags = ["-Werror=implicit-function-declaration", *(f"-I{d}" for d in include_dirs)]
+    with workdir() as tmp:
+        src, obj = tmp / "probe.c", tmp / "probe.o"
+        for rounds in range(1, MAX_ROUNDS + 1):
+            if not static and not folded:
+                return Evaluation(tuple(None for _ in queries), failed, rounds - 1)
+            program = _program(headers, prelude, queries, static, folded)
+            _write(src, program.text)
+            with contextlib.suppress(FileNotFoundError):
+                obj.unlink()
+            opt = ["-O2"] if folded else []
+            built = cc.run([*flags, *opt, "-c", "-o", str(obj), str(src)], "the C compiler", tmp)
+            if built.returncode == 0:
+                values, more = _values(_read(obj, "object file"), program, queries)
+                for i, msg in more.items():
+                    failed.setdefault(queries[i].item, _join(msg, tried_fold.get(i, "")))
+                out = tuple(v if queries[i].item not in failed else None for i, v in enumerate(values))
+                return Evaluation(out, failed, rounds)
+            if (name := _missing_header(built.output)) is not None:
+                raise CheckError(f"headers not found: {_text(name)}")
+            bad: dict[int, str] = {}
+            for file, line, msg, notes in _errors(built.output):
+                for f, n in [(file, line), *notes]:
+                    if Path(f).name == src.name and n in program.lines:
+                        bad.setdefault(program.lines[n], msg)
+            if not bad:
+                first = _first_error(built.output)
+                what = "the probe does" if first.startswith(str(src)) else "the headers do"
+                raise CheckError(f"{what} not compile: {_text(first)}")
+            for i, msg in bad.items():
+                if _NOT_CONSTANT.search(msg) and i not in tried_fold:
+                    tried_fold[i] = msg  # a static inline function call: let the optimizer fold it
+                else:
+                    failed.setdefault(queries[i].item, msg)
+            folded = [i for i in [*folded, *sorted(set(tried_fold) - set(folded))] if queries[i].item not in failed]
+            static = [i for i in static if i not in tried_fold and queries[i].item not in failed]
+    raise CheckError(f"the probe does not compile after {MAX_ROUNDS} rounds of removing failed items")
+
+
+def evaluate_groups(cc: Compiler, groups: Sequence[Group]) -> list[Evaluation]:
+    """``evaluate`` for several programs (headers that cannot share one), two at a time."""
+    if len(groups) <= 1:
+        return [evaluate(cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude) for g in groups]
+    with ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1, 4)) as pool:
+        futures = [
+            pool.submit(evaluate, cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude)
+            for g in groups
+        ]
+        return [f.result() for f in futures]
+
+
+# A folded value is written byte by byte, each an asm operand printed with %c
+# (s390x prints %c of a larger constant as its low byte only): the nonce (4
+# bytes), the query index (4), whether the compiler could fold it (1), the
+# value (8) and its sign (1), little-endian whatever the target.
+_FOLD_RECORD: Final = 18
+
+
+def _fold_asm(nonce: int) -> str:
+    ops = [f'"n"((unsigned char)(0x{nonce:x}u >> {8 * k}))' for k in range(4)]
+    ops += [f'"n"((unsigned char)((unsigned)(i) >> {8 * k}))' for k in range(4)]
+    ops += ['"n"(KSTRUCTS_OK(u, n))']
+    ops += [f'"n"(KSTRUCTS_OK(u, n) ? (unsigned char)((u) >> {8 * k}) : 0)' for k in range(8)]
+    ops += ['"n"(KSTRUCTS_OK(u, n) ? (n) : 0)']
+    template = ", ".join(f"%c{k}" for k in range(_FOLD_RECORD))
+    return (
+        f'__asm__ volatile (".pushsection {FOLD_SECTION},\\"a\\"\\n\\t.byte {template}\\n\\t.popsection" '
+        f":: {', '.join(ops)})"
+    )
+
+
+def _values(data: bytes, program: _Program, queries: Sequence[Query]) -> tuple[list[int | None], dict[int, str]]:
+    """The values in the object file, by query index, and the queries whose value is not there."""
+    values: list[int | None] = [None] * len(queries)
+    missing: dict[int, str] = {}
+    try:
+        static = section(data, SECTION) if program.static else None
+        fold = section(data, FOLD_SECTION) if program.folded else None
+        relocated = _relocated(data)
+    except ElfError as e:
+        raise CheckError(f"the compiler's object file is unreadable: {_text(e)}") from None
+    if program.static:
+        if static is None:
+            raise CheckError(f"the compiler's object file has no {SECTION} section")
+        words = _words(static, 8)
+        n = len(program.static)
+        if (
+            len(words) != 4 + 2 * n
+            or words[0] != _MAGIC
+            or words[1] != program.nonce
+            or words[2] != n
+            or words[-1] != _END ^ program.nonce
+        ):
+            raise CheckError(
+                f"the {SECTION} section of the object file is not the probe's (0x{len(static.data):x} bytes)"
+            )
+        for k, i in enumerate(program.static):
+            if any(3 + 2 * k <= w < 5 + 2 * k for w in relocated):
+                missing[i] = "not an integer constant (its value needs a relocation)"
+                continue
+            u, neg = words[3 + 2 * k], words[4 + 2 * k]
+            values[i] = u - (1 << 64) if neg else u
+    if program.folded:
+        data = fold.data if fold is not None else b""
+        seen: set[int] = set()
+        if len(data) % _FOLD_RECORD:
+            raise CheckError(f"the {FOLD_SECTION} section of the object file is not the probe's")
+        wanted = set(program.folded)
+        for at in range(0, len(data), _FOLD_RECORD):
+            record = data[at : at + _FOLD_RECORD]
+            nonce, i = int.from_bytes(record[0:4], "little"), int.from_bytes(record[4:8], "little")
+            if nonce != program.nonce or i not in wanted or i in seen or record[8] > 1 or record[17] > 1:
+                raise CheckError(f"the {FOLD_SECTION} section of the object file is not the probe's")
+            if record[8]:
+                seen.add(i)
+                u = int.from_bytes(record[9:17], "little")
+                values[i] = u - (1 << 64) if record[17] else u
+        for i in wanted - seen:
+            missing[i] = "not a constant the compiler can compute"
+    return values, missing
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _words(sec: Section, size: int) -> list[int]:
+    data = sec.data
+    if len(data) % size:
+        raise CheckError(f"the {sec.name} section of the object file is not the probe's (0x{len(data):x} bytes)")
+    return [int.from_bytes(data[at : at + size], sec.byteorder) for at in range(0, len(data), size)]
+
+
+def _relocated(data: bytes) -> set[int]:
+    """The 8-byte words of the static section that a relocation patches (an address, not a constant)."""
+    words: set[int] = set()
+    for name, entry in ((".rela" + SECTION, 3), (".rel" + SECTION, 2)):
+        sec = section(data, name)
+        if sec is None:
+            continue
+        size = sec.elfclass // 8
+        step = entry * size
+        for at in range(0, len(sec.data) - step + 1, step):
+            words.add(int.from_bytes(sec.data[at : at + size], sec.byteorder) // 8)
+    return words
+
+
+@dataclass(frozen=True)
+class Abi:
+    """What a target's C data model is, as its compiler says."""
+
+    byteorder: str  # "little" or "big"
+    pointer: int  # sizeof(void *)
+    long: int  # sizeof(long)
+    long_long_align: int  # _Alignof(long long), 4 on i386
+    double_align: int  # _Alignof(double)
+
+    def describe(self) -> str:
+        model = "LP64" if self.long == self.pointer == 8 else "ILP32" if self.long == self.pointer == 4 else "?"
+        return f"{model} {self.byteorder}-endian, long long aligned to {self.long_long_align}"
+
+    def lays_out_like(self, other: Abi) -> bool:
+        """Whether structures get the same sizes and offsets (byte order aside)."""
+        return (self.pointer, self.long, self.long_long_align, self.double_align) == (
+            other.pointer,
+            other.long,
+            other.long_long_align,
+            other.double_align,
+        )
+
+
+_ABI_QUERIES: Final = (
+    ("byteorder", "__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__"),
+    ("pointer", "sizeof(void *)"),
+    ("long", "sizeof(long)"),
+    ("long_long_align", "_Alignof(long long)"),
+    ("double_align", "_Alignof(double)"),
+)
+
+
+def target_abi(cc: Compiler) -> Abi:
+    """The data model of the compiler's target (one compile, nothing run)."""
+    done = evaluate(cc, [], [Query(name, expr) for name, expr in _ABI_QUERIES])
+    if done.failed or any(v is None for v in done.values):
+        raise CheckError(
+            f"{cc.name} does not say its target's data model: {_text(next(iter(done.failed.values()), ''))}"
+        )
+    v = dict(zip((name for name, _ in _ABI_QUERIES), (int(x or 0) for x in done.values), strict=True))
+    order = "big" if v["byteorder"] else "little"
+    return Abi(order, v["pointer"], v["long"], v["long_long_align"], v["double_align"])
+
+
+def host_abi() -> Abi:
+    """The data model this Python's ctypes lays structures out by."""
+    return Abi(
+        sys.byteorder,
+        ctypes.sizeof(ctypes.c_void_p),
+        ctypes.sizeof(ctypes.c_long),
+        ctypes.alignment(ctypes.c_longlong),
+        ctypes.alignment(ctypes.c_double),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The call the headers check used before Query and evaluate().
+
+
+def _compiler(cc: str | Compiler | None, defines: Sequence[str] = ()) -> Compiler:
+    if isinstance(cc, Compiler):
+        return replace(cc, flags=(*cc.flags, *_defines(defines))) if defines else cc
+    return compiler(cc, defines=defines)
+
+
+def _probe(
+    cc: Compiler, headers: Sequence[str], include_dirs: Sequence[Path], facts: Sequence[_Fact]
+) -> tuple[dict[int, int], dict[str, str]]:
+    """Evaluate the facts' C expressions in one program: values by fact index,
+    and the units that did not compile, with the compiler's first message."""
+    live = [i for i, f in enumerate(facts) if f.expr]
+    done = evaluate(cc, headers, [Query(facts[i].unit, facts[i].expr) for i in live], include_dirs=include_dirs)
+    values = {i: v for i, v in zip(live, done.values, strict=True) if v is not None}
+    return values, dict(done.failed)
