@@ -602,7 +602,7 @@ def cells(run: Run) -> list[Cell]:
     abi(
         SID_I386, "abi:i386-3.13", "sid i386, native chroot, python3.13 (_align_), root-free suite", False, "python3.13"
     )
-    kernel_row = Row("kernel:6.1", "bookworm linux-image-amd64, qemu-system", log=LOGS / "kernel-6.1.log")
+    kernel_row = Row("kernel:6.1", "bookworm linux-image-amd64, qemu-system, root suite", log=LOGS / "kernel-6.1.log")
     out.append(Cell(kernel_row, lambda: kernel_cell(kernel_row, run), True))
     for version in pyenv_versions():
         row = Row(f"python:{version.name}", "pyenv, host kernel, whole suite", log=LOGS / f"python-{version.name}.log")
