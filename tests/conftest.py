@@ -31,14 +31,19 @@ from kstructs.netlink import NLMSG_DONE, nlmsg_length, nlmsghdr
 
 HEADERS = ("linux/netlink.h", "linux/connector.h", "linux/cn_proc.h")
 
-#: 32-bit x86 (__u64 4-aligned) and CPython < 3.13 (no ``_align_``): struct proc_event
-#: is 4-aligned in ctypes where C makes it 8 (see its docstring).
-PROC_EVENT_UNDERALIGNED = (
-    sys.version_info < (3, 13)
-    and ctypes.sizeof(ctypes.c_void_p) == 4
+#: 32-bit x86: __u64 is 4-aligned, so C places a member declared aligned(8) where
+#: ctypes cannot, on any Python (ctypes aligns whole structs, from 3.13, not members).
+X86_32 = (
+    ctypes.sizeof(ctypes.c_void_p) == 4
     and ctypes.alignment(ctypes.c_uint64) == 4
     and platform.machine() in {"i386", "i486", "i586", "i686", "x86_64"}
 )
+aligned_member = pytest.mark.xfail(
+    X86_32, reason="32-bit x86: ctypes cannot align a __u64 member to 8 (aligned(8)), on any Python", strict=True
+)
+#: 32-bit x86 and CPython < 3.13 (no ``_align_``): struct proc_event is 4-aligned in
+#: ctypes where C makes it 8 (see its docstring).
+PROC_EVENT_UNDERALIGNED = X86_32 and sys.version_info < (3, 13)
 PROC_EVENT_ALIGN_REASON = (
     "32-bit x86 and Python < 3.13: ctypes cannot give struct proc_event its C alignment of 8 "
     "(_align_ needs CPython 3.13), so a struct embedding it is laid out 4 bytes short"

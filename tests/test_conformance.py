@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compiler, header_version, proc_event_align, tree
+from conftest import aligned_member, compiler, header_version, proc_event_align, tree
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.conformance import CATEGORIES, Binding, CheckError, Finding, check_headers
@@ -321,7 +321,7 @@ def point_binding(**changes: object) -> Binding:
     return Binding(**{**fields, **changes})  # type: ignore[arg-type]
 
 
-@proc_event_align
+@aligned_member
 def test_a_projects_own_header(tmp_path: Path) -> None:
     (tmp_path / "point.h").write_text(POINT_H)
     report = check_headers([point_binding()], include_dirs=[tmp_path], macro_inputs=range(100))
@@ -335,7 +335,7 @@ def test_a_projects_own_header(tmp_path: Path) -> None:
     assert report.checked > 100
 
 
-@proc_event_align
+@aligned_member
 def test_a_projects_own_header_with_mistakes(tmp_path: Path) -> None:
     (tmp_path / "point.h").write_text(POINT_H)
     binding = point_binding(

@@ -368,10 +368,7 @@ def test_ack_and_exactly_one_ignore(events: EventKind | None, replies: int) -> N
         seen += watcher.read()
         acks = _replies(seen, a._nonce)
         assert len(acks) == replies
-        if kernel() >= (6, 6):
-            assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
-        else:  # a reply before 6.6 has cpu -1
-            assert all(ack.err == 0 and ack.cpu == 0xFFFFFFFF for ack in acks)
+        assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
 
 
 @root
