@@ -1,6 +1,6 @@
 """Live fork storms: what each watcher receives of them and what it costs.
 
-    python bench/storm.py [--children N] [--reps R] [--quick]
+    python bench/storm.py [--children N] [--reps R] [--quick] [--baseline REV]
 
 A tiny C generator (built on the fly with cc) forks N children that exit at
 once, from 1 and from 2 parallel generator processes. Each watcher -- a C
@@ -24,6 +24,11 @@ A third table paces two generators at rising rates against the kstructs
 Listener, with its default receive buffer and with a small one, to find the
 rate at which it first loses events.
 
+With ``--baseline REV`` only the Listener runs: this tree's and the one at
+git revision REV (extracted to a temporary directory and loaded in its own
+process), alternately, under both storms; the table gives each one's CPU
+per storm event and their ratio.
+
 Needs root. Peers that are not installed are reported as such.
 """
 
@@ -32,10 +37,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import io
 import os
 import signal
 import statistics
+import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -267,15 +275,77 @@ def loss_table(exe: Path, work: Path, rates: list[int], seconds: float) -> tuple
     return _common.table(headers, rows), first_loss
 
 
+class BaselineLibrary(KstructsLibrary):
+    """The kstructs Listener watcher, with the package imported from ``tree``."""
+
+    def __init__(self, workdir: Path, tree: Path, rev: str) -> None:
+        self.tree, self.rev = tree, rev
+        super().__init__(workdir)
+        self.name = f"kstructs Listener at {rev}"
+        self.result = workdir / f"{self.slug()}.result"
+        self.stderr_path = workdir / f"{self.slug()}.stderr"
+
+    def command(self) -> list[str]:
+        script = f"import sys; sys.path.insert(0, {str(self.tree)!r})\n" + _common._KSTRUCTS_LIB
+        return [sys.executable, "-c", script, str(self.result), str(self.rcvbuf)]
+
+
+def extract(rev: str, into: Path) -> Path:
+    """The ``kstructs`` package at git revision ``rev``, under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(_common.ROOT), "archive", "--format=tar", rev, "kstructs"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def baseline_table(exe: Path, work: Path, children: int, reps: int, rev: str) -> str:
+    tree = extract(rev, work / "baseline")
+    rows: list[list[object]] = []
+    for generators in (1, 2):
+        label = f"{generators} x {children:,}"
+        now, then = KstructsLibrary(work), BaselineLibrary(work, tree, rev)
+        runs: dict[str, list[Run]] = {now.name: [], then.name: []}
+        for _ in range(reps):  # alternately, so that both see the same load
+            for watcher in (now, then):
+                with contextlib.suppress(WatcherFailed):
+                    runs[watcher.name].append(measure(watcher, exe, work, children, generators))
+        cpu = {name: statistics.median(r.cpu_per_event_us for r in rs) for name, rs in runs.items() if rs}
+        for name, rs in runs.items():
+            if not rs:
+                rows.append([label, name, "failed: see stderr", "", "", ""])
+                continue
+            each = ", ".join(f"{r.cpu_per_event_us:.2f}" for r in rs)
+            ratio = f"{cpu[name] / cpu[then.name]:.3f}" if then.name in cpu else "n/a"
+            rows.append([label, name, f"{cpu[name]:.2f}", each, ratio, received([r.fraction for r in rs])])
+            print(f"  {label} {name}: {rows[-1][2:]}", file=sys.stderr)
+    headers = ["storm", "watcher", "CPU µs / storm event (median)", "runs", f"vs {rev}", "received"]
+    return _common.table(headers, rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--children", type=int, default=None, help="children per generator (default 20000, quick 3000)")
     parser.add_argument("--reps", type=int, default=None, help="runs per cell, median reported (default 3, quick 1)")
     parser.add_argument("--quick", action="store_true", help="small storms, one run each: about a minute")
+    parser.add_argument("--baseline", metavar="REV", help="only the Listener, against its code at git revision REV")
     args = parser.parse_args()
     _common.require_root()
     children = args.children or (3000 if args.quick else 20000)
     reps = args.reps or (1 if args.quick else 3)
+    if args.baseline:
+        with _common.workdir() as work:
+            exe = _common.build_storm(work)
+            print(f"the Listener against {args.baseline} ...", file=sys.stderr)
+            compared = baseline_table(exe, work, children, reps, args.baseline)
+        print("## The Listener's iterator against a baseline\n")
+        print(_common.machine())
+        print(f"\nMedian of {reps} run(s), alternating; each generator forks {children:,} children.\n")
+        print(compared)
+        return 0
     rates = [2000, 8000, 0] if args.quick else [1000, 2000, 4000, 6000, 8000, 10000, 0]
     seconds = 1.0 if args.quick else 2.0
     # The batched run must fit the default queue (about 20 000 events).

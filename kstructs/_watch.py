@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pwd
 import select
 import signal
 import stat
@@ -34,12 +35,21 @@ from typing import Final
 
 from kstructs import cli
 from kstructs._escape import ENCODE_ERRORS
+from kstructs._proctable import ProcTable, Task
+from kstructs._watchfilter import KIND_NAMES, EventFilter, kind_names
+from kstructs._watchstats import EventStats
 from kstructs.cn_proc import EventKind
-from kstructs.events import PROCESS_EVENTS, KstructsError
+from kstructs.events import PROCESS_EVENTS, ExecEvent, KstructsError, ProcessEvent
 from kstructs.listener import Item, Listener, ListenerStats, Loss
 
-#: --events names: the CLI's event names, each the kernel's PROC_EVENT_* bit.
-KINDS: Final = {name: EventKind(cls.what) for name, cls in PROCESS_EVENTS.items()}
+#: --events names, each with the kernel's PROC_EVENT_* bit that brings it.
+KINDS: Final = {
+    **{name: EventKind(cls.what) for name, cls in PROCESS_EVENTS.items()},
+    "clone": EventKind.FORK,
+    "nonzero-exit": EventKind.NONZERO_EXIT,
+}
+#: What the process table needs to see, whatever is printed.
+TABLE_KINDS: Final = EventKind.FORK | EventKind.EXEC | EventKind.COMM | EventKind.EXIT
 
 #: The signals that end watch.
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -57,15 +67,27 @@ _LAST_WRITE_MS: Final = 5000
 _DRAIN_MAX: Final = 1 << 20
 
 
-def _kinds(text: str) -> EventKind:
-    mask = EventKind.NONE
-    for name in filter(None, (part.strip() for part in text.split(","))):
-        if name not in KINDS:
-            raise argparse.ArgumentTypeError(f"unknown event {name!r} (choose from {','.join(KINDS)})")
-        mask |= KINDS[name]
-    if not mask:
-        raise argparse.ArgumentTypeError("no events given")
-    return mask
+def _kinds(text: str) -> frozenset[str]:
+    try:
+        return kind_names(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _uid(text: str) -> int:
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
+def _pid(text: str) -> int:
+    value = _positive_int(text)
+    if value > 0x7FFFFFFF:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -95,22 +117,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--events",
         type=_kinds,
         metavar="KINDS",
-        help=f"comma-separated kinds to print: {','.join(KINDS)} (default: all)",
+        help=(
+            f"comma-separated kinds to print: {','.join(KIND_NAMES)}; forkstat's core, ptrce and all too. "
+            "fork is a new process, clone a new thread, nonzero-exit an exit with a non-zero status "
+            "(default: all)"
+        ),
+    )
+    parser.add_argument(
+        "--name",
+        choices=cli.NAMES,
+        default="comm",
+        help="what names a process: its comm, its command line or its executable (default: comm)",
+    )
+    parser.add_argument(
+        "-x", "--user", action="store_true", help="show the uid and user name of each process (JSON: uid, user)"
+    )
+    filters = parser.add_argument_group("filters (all must match; losses always print)")
+    filters.add_argument("--pid", type=_pid, metavar="PID", help="only PID and its descendants, followed through forks")
+    filters.add_argument(
+        "--uid", type=_uid, metavar="UID", help="only processes with this effective uid (or user name)"
+    )
+    filters.add_argument(
+        "--comm", metavar="GLOB", help="only processes whose comm matches GLOB (fnmatch, case-sensitive)"
+    )
+    filters.add_argument(
+        "--cgroup", metavar="PATH", help="only processes in this cgroup v2 path or below (/system.slice/x.service)"
     )
     parser.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     parser.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
+    parser.add_argument(
+        "-S", "--stats", action="store_true", help="at the end, a table of event counts per process on stderr"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print no events, only the statistics at the end")
 
 
 @dataclass
 class Options:
     format: str = "text"
-    events: EventKind | None = None
+    events: frozenset[str] | None = None
     duration: float | None = None
     count: int | None = None
+    name: str = "comm"
+    user: bool = False
+    pid: int | None = None
+    uid: int | None = None
+    comm: str | None = None
+    cgroup: str | None = None
+    stats: bool = False
+    quiet: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
-        return cls(args.format, args.events, args.duration, args.count)
+        return cls(**{name: getattr(args, name) for name in cls.__dataclass_fields__})
+
+    def kernel_kinds(self) -> EventKind | None:
+        """What the listener subscribes to: the kinds printed, and what the process table needs."""
+        if self.events is None:
+            return None
+        mask = EventKind.NONE
+        for name in self.events:
+            mask |= KINDS[name]
+        return mask | TABLE_KINDS
+
+    def filtered(self) -> bool:
+        return self.events is not None or any(
+            value is not None for value in (self.pid, self.uid, self.comm, self.cgroup)
+        )
 
 
 @dataclass
@@ -167,7 +239,7 @@ def ignore_stop_signals() -> None:
 
 
 def _watch(options: Options, stop: _Stop) -> int:
-    format_item = cli.formatter(options.format)
+    format_item = cli.formatter(options.format, options.name, options.user)
     try:
         out_fd = sys.stdout.fileno()
         encoding = sys.stdout.encoding
@@ -176,7 +248,7 @@ def _watch(options: Options, stop: _Stop) -> int:
         print("kstructs: stdout is closed", file=sys.stderr)
         return 1
     out = _Output(out_fd, encoding, stop)
-    listener = Listener(options.events)
+    listener = Listener(options.kernel_kinds())
     counts = Counts()
     try:
         listener.open()
@@ -184,10 +256,31 @@ def _watch(options: Options, stop: _Stop) -> int:
         listener.close()
         print(f"kstructs: {_error_text(e)}", file=sys.stderr)
         return 1
+    # Seeded once subscribed: a process /proc misses has its fork queued.
+    table = ProcTable(cmdline=True, exe=options.name == "exe", cgroup=options.cgroup is not None)
+    table.seed()
+    accept = None
+    if options.filtered():
+        accept = EventFilter(
+            table, kinds=options.events, pid=options.pid, uid=options.uid, comm=options.comm, cgroup=options.cgroup
+        ).accept
+    stats = EventStats() if options.stats else None
     pipe_open = True
     try:
         try:
-            reached = _loop(listener, format_item, out=out, stop=stop, options=options, counts=counts)
+            if options.format == "text" and not options.quiet and os.isatty(out_fd):
+                out.write([format_item.header()])  # type: ignore[union-attr]
+            reached = _loop(
+                listener,
+                None if options.quiet else format_item,
+                table,
+                accept=accept,
+                stats=stats,
+                out=out,
+                stop=stop,
+                options=options,
+                counts=counts,
+            )
         except BrokenPipeError:
             pipe_open, reached = False, False
         except OSError as e:  # stdout itself failed: a full disk, a closed descriptor
@@ -200,7 +293,7 @@ def _watch(options: Options, stop: _Stop) -> int:
     if not pipe_open:
         _quiet_stdout()
     last = _missing(listener.stats, counts)
-    if last and pipe_open:
+    if last and pipe_open and not options.quiet:
         try:
             out.last("".join(format_item(loss) + "\n" for loss in last))
         except BrokenPipeError:
@@ -208,7 +301,9 @@ def _watch(options: Options, stop: _Stop) -> int:
         except OSError as e:
             print(f"kstructs: cannot write to stdout: {_error_text(e)}", file=sys.stderr)
             return 1
-    print(f"kstructs: {summary(counts, listener.stats, listener.events)}", file=sys.stderr)
+    if stats is not None:
+        print(stats.table(), file=sys.stderr)
+    print(f"kstructs: {summary(counts, listener.stats, options.filtered())}", file=sys.stderr)
     return 0
 
 
@@ -245,8 +340,8 @@ def _missing(stats: ListenerStats, counts: Counts) -> list[Loss]:
     return last
 
 
-def summary(counts: Counts, stats: ListenerStats, events: int | None) -> str:
-    if events is None:
+def summary(counts: Counts, stats: ListenerStats, filtered: bool) -> str:
+    if not filtered:
         where = "every kind"
     else:
         where = "filtered in the kernel" if stats.kernel_filter else "filtered in user space"
@@ -316,8 +411,11 @@ class _Output:
 
 def _loop(
     listener: Listener,
-    format_item: Callable[[Item], str],
+    format_item: Callable[[Item, Task | None], str] | None,
+    table: ProcTable,
     *,
+    accept: Callable[[ProcessEvent, Task | None], bool] | None,
+    stats: EventStats | None,
     out: _Output,
     stop: _Stop,
     options: Options,
@@ -333,6 +431,7 @@ def _loop(
     deadline = None if options.duration is None else time.monotonic() + options.duration
     printed_types = cli.PRINTED
     stopping = stop.signals
+    apply = table.apply
     while not stopping:
         items = listener.read()
         now = time.monotonic()
@@ -340,20 +439,31 @@ def _loop(
             lines: list[str] = []
             losses: list[int] = []  # per line: 0 for an event, a Loss's count
             total = counts.printed
+            superseded = _superseded_execs(items)
             for item in items:
                 kind = type(item)
                 if kind is Loss:
                     assert isinstance(item, Loss)
+                    table.lost()
                     losses.append(item.count)
+                    lines.append(format_item(item, None) if format_item else "")
                 elif kind in printed_types:
+                    # Named now, as it arrives: the table follows the events in order.
+                    task = apply(item, kind is ExecEvent and id(item) in superseded)  # type: ignore[arg-type]
+                    if accept is not None and not accept(item, task):  # type: ignore[arg-type]
+                        continue
+                    if stats is not None:
+                        stats.count(item, task)  # type: ignore[arg-type]
                     losses.append(0)
                     total += 1
+                    lines.append(format_item(item, task) if format_item else "")
                 else:
                     continue
-                lines.append(format_item(item))
                 if total == count:
                     break
-            if lines:
+            if lines and format_item is None:
+                counts.lost_printed += sum(losses)  # --quiet: the summary tells
+            elif lines:
                 written = out.write(lines)
                 counts.lost_printed += sum(losses[:written])
                 if written < len(lines):
@@ -376,6 +486,21 @@ def _loop(
             return False
         poller.poll(None if deadline is None else min(max(deadline - now, 0) * 1000, _POLL_MAX_MS))
     return False
+
+
+def _superseded_execs(items: list[Item]) -> set[int]:
+    """The ids of the exec events followed, in the same batch, by another
+    exec of the same process: when they are taken, /proc already shows the
+    later program."""
+    last: dict[int, int] = {}
+    superseded: set[int] = set()
+    for item in items:
+        if type(item) is ExecEvent:
+            pid = item.process_pid
+            if pid in last:
+                superseded.add(last[pid])
+            last[pid] = id(item)
+    return superseded
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:

@@ -1,31 +1,45 @@
 """How ``kstructs watch`` prints events: one JSON object or one text line each.
 
-Formatting only; reading and signals live in ``kstructs.__main__``.
+Formatting only: each formatter gets the event and the task the process
+table (``kstructs._proctable``) gave for it when it arrived; reading,
+filters and signals live in ``kstructs._watch``.
 
-JSON: the keys of ``to_dict()``, that is ``event``, ``seq``, ``cpu``,
-``timestamp_ns`` and the kind's fields under the kernel's names
-(``{"event": "lost", "count": N, "reason": ..., "cpu": ...}`` for a loss),
-serialized as ``json.dumps`` would, from templates built once per kind.
+JSON: the keys of ``to_dict()`` first, that is ``event``, ``seq``, ``cpu``,
+``timestamp_ns`` and the kind's fields under the kernel's names, exactly as
+the kernel sent them (``{"event": "lost", "count": N, "reason": ..., "cpu":
+...}`` for a loss). Then optional keys, each absent when unknown:
+
+- ``comm``: the process's name (on a comm event, the kernel's field);
+- ``cmdline``: the arguments, a list of strings (exec events, and every
+  event with ``--name cmdline``);
+- ``exe``: the executable's path (with ``--name exe``);
+- ``duration_ns``: on exit events, the lifetime (from the fork's
+  timestamp, else from /proc's start time);
+- ``uid`` and ``user``: the effective uid and its name (with ``--user``).
+
 Every line is pure ASCII: valid UTF-8 for any strict parser. Text from a
-process that is not valid UTF-8 (``comm``) is written with U+FFFD in place
-of each invalid sequence, and its exact bytes follow in hex under
-``comm_hex``; that key is present only when the bytes are not valid UTF-8.
+process that is not valid UTF-8 is written with U+FFFD in place of each
+invalid sequence, and its exact bytes follow in hex under ``<key>_hex``
+(``comm_hex``, ``exe_hex``, ``cmdline_hex``: the arguments as
+``/proc/PID/cmdline`` holds them, NUL-separated); a ``_hex`` key is present
+only when the bytes are not valid UTF-8.
 
-Text: like forkstat, ``time event pid details name``; the name comes from
-the events themselves (fork inherits, comm renames) or ``/proc/PID/comm``,
-best effort: an exited process may be gone.
+Text: like forkstat, ``time event pid [uid user] details name``. Names are
+escaped (``kstructs._escape``); ``?`` is a name the table does not know,
+``[name]`` a kernel thread; a new thread is a ``clone`` line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-from kstructs._escape import json_pair, terminal
+from kstructs._escape import json_pair, terminal, terminal_bytes
+from kstructs._proctable import Task
 from kstructs.events import (
     PROCESS_EVENTS,
     CommEvent,
@@ -46,52 +60,93 @@ from kstructs.listener import Item, Loss
 #: skipped.
 PRINTED: Final[frozenset[type]] = frozenset((*PROCESS_EVENTS.values(), Loss))
 
+#: ``--name``: what names a process.
+NAMES: Final = ("comm", "cmdline", "exe")
+
+_users: dict[int, str | None] = {}
+
+
+def user_name(uid: int) -> str | None:
+    """The user name of ``uid`` (cached), or None."""
+    if uid not in _users:
+        try:
+            _users[uid] = pwd.getpwuid(uid).pw_name
+        except (KeyError, OverflowError):
+            _users[uid] = None
+    return _users[uid]
+
+
+def arguments(cmdline: bytes) -> list[bytes]:
+    return cmdline.split(b"\0")
+
 
 # --- JSON ------------------------------------------------------------------
 
 
-def _json_template(cls: type[ProcessEvent]) -> Callable[[Any], str]:
-    """A formatter equal to ``json.dumps(ev.to_dict())`` for a kind whose
-    fields are all integers, without building the dict: the event is the
-    tuple of its fields, in the template's order."""
-    head = json.dumps({"event": cls.event})[:-1]
-    template = head + "".join(f", {json.dumps(name)}: %d" for name in cls._fields) + "}"
-
-    def fmt(ev: Any) -> str:
-        line: str = template % ev
-        return line
-
-    return fmt
+def _json_head(cls: type[ProcessEvent]) -> str:
+    """``{"event": ..., "seq": %d, ...`` for the kind's integer fields, open."""
+    fields = cls._fields[:-1] if cls is CommEvent else cls._fields
+    return json.dumps({"event": cls.event})[:-1] + "".join(f", {json.dumps(name)}: %d" for name in fields)
 
 
-def _json_dumps(item: Any) -> str:
-    return json.dumps(item.to_dict())
-
-
-def _json_comm(cls: type[CommEvent]) -> Callable[[Any], str]:
-    """The comm kind: its integers, then ``comm`` as ``json_pair`` writes it
-    (valid UTF-8, the exact bytes under ``comm_hex`` when they are not)."""
-    fields = cls._fields[:-1]
-    head = json.dumps({"event": cls.event})[:-1] + "".join(f", {json.dumps(name)}: %d" for name in fields)
-
-    def fmt(ev: Any) -> str:
-        return f"{head % ev[:-1]}, {json_pair('comm', ev[-1])}}}"
-
-    return fmt
+def _json_cmdline(cmdline: bytes) -> str:
+    args = arguments(cmdline)
+    text = [a.decode("utf-8", "replace") for a in args]
+    pair = f'"cmdline": {json.dumps(text)}'
+    try:
+        cmdline.decode("utf-8")
+    except UnicodeDecodeError:
+        pair += f', "cmdline_hex": "{cmdline.hex()}"'
+    return pair
 
 
 class JsonFormat:
-    """``item -> one line of JSON`` (no newline)."""
+    """``(item, task) -> one line of JSON`` (no newline)."""
 
-    def __init__(self) -> None:
-        self._by_type: dict[type, Callable[[Any], str]] = {
-            cls: _json_template(cls) for cls in PROCESS_EVENTS.values() if cls is not CommEvent
-        }
-        self._by_type[CommEvent] = _json_comm(CommEvent)
-        self._by_type[Loss] = _json_dumps
+    def __init__(self, name: str = "comm", user: bool = False) -> None:
+        self.name = name
+        self.user = user
+        self._heads: dict[type, str] = {cls: _json_head(cls) for cls in PROCESS_EVENTS.values()}
+        self._comm_cache: dict[str, str] = {}
 
-    def __call__(self, item: Item) -> str:
-        return self._by_type[type(item)](item)
+    def __call__(self, item: Item, task: Task | None = None) -> str:
+        kind = type(item)
+        if kind is Loss:
+            return json.dumps(item.to_dict())
+        head = self._heads[kind]
+        if kind is CommEvent:
+            comm: CommEvent = item  # type: ignore[assignment]
+            line = f"{head % comm[:-1]}, {json_pair('comm', comm.comm)}"
+        else:
+            line = head % item
+            if task is not None and task.comm is not None:
+                line += ", " + self._comm(task.comm)
+        if task is not None:
+            line += self._extra(item, task)
+        return line + "}"
+
+    def _comm(self, comm: str) -> str:
+        pair = self._comm_cache.get(comm)
+        if pair is None:
+            if len(self._comm_cache) >= 4096:
+                self._comm_cache.clear()
+            pair = self._comm_cache[comm] = json_pair("comm", comm)
+        return pair
+
+    def _extra(self, item: Item, task: Task) -> str:
+        extra = ""
+        if task.cmdline is not None and (self.name == "cmdline" or type(item) is ExecEvent):
+            extra += ", " + _json_cmdline(task.cmdline)
+        if self.name == "exe" and task.exe is not None:
+            extra += ", " + json_pair("exe", task.exe)
+        if type(item) is ExitEvent and task.start_ns is not None:
+            extra += f', "duration_ns": {max(item.timestamp_ns - task.start_ns, 0)}'
+        if self.user and task.uid is not None:
+            extra += f', "uid": {task.uid}'
+            name = user_name(task.uid)
+            if name is not None:
+                extra += ", " + json_pair("user", name)
+        return extra
 
 
 # --- Text ------------------------------------------------------------------
@@ -109,58 +164,75 @@ def _wait_status(code: int) -> str:
     return f"{name}{' core' if os.WCOREDUMP(code) else ''}"
 
 
+def _seconds(ns: int) -> str:
+    return f"{ns / 1e9:.3f}s"
+
+
+def command_line(cmdline: bytes) -> str:
+    """The arguments, escaped, separated by spaces."""
+    return " ".join(terminal_bytes(arg) for arg in arguments(cmdline))
+
+
 class TextFormat:
-    """``item -> one forkstat-like line`` (no newline)::
+    """``(item, task) -> one forkstat-like line`` (no newline)::
 
     19:07:12 fork        1234 parent 1200             bash
     """
 
-    #: Names remembered at most; past it the cache starts over.
-    MAX_NAMES: Final = 1 << 16
-
-    def __init__(self, proc: str = "/proc") -> None:
-        self.proc = proc
-        self.names: dict[int, str] = {}
+    def __init__(self, name: str = "comm", user: bool = False) -> None:
+        self.name = name
+        self.user = user
         # ktime_get_ns() is CLOCK_MONOTONIC: its offset to the wall clock.
         self._epoch_ns = time.time_ns() - time.monotonic_ns()
         self._second = -1
         self._clock = ""
 
-    def __call__(self, item: Item) -> str:
+    def header(self) -> str:
+        """The column titles."""
+        user = f" {'UID':>5} {'User':<8}" if self.user else ""
+        return f"{'Time':<8} {'Event':<8} {'PID':>7}{user} {'Info':<24} Name"
+
+    def __call__(self, item: Item, task: Task | None = None) -> str:
         if isinstance(item, Loss):
             where = f" on cpu {item.cpu}" if item.cpu is not None else ""
-            return self._line(None, "lost", "-", f"{item.count} events ({item.reason}){where}", "")
+            return self._line(None, "lost", "-", None, info=f"{item.count} events ({item.reason}){where}", name="")
         ev: ProcessEvent = item  # type: ignore[assignment]
-        name: str | None
+        event = ev.event
         if isinstance(ev, ForkEvent):
             pid = ev.child_pid
-            info = f"parent {ev.parent_pid}"
             if ev.child_pid != ev.child_tgid:
-                info += f" thread of {ev.child_tgid}"
-            # The child starts with its parent's name.
-            name = self._name(ev.parent_pid)
-            if name is not None:
-                self._remember(pid, name)
+                event, info = "clone", f"thread of {ev.child_tgid}"
+            else:
+                info = f"parent {ev.parent_pid}"
         elif isinstance(ev, ExitEvent):
             pid = ev.process_pid
-            info = _wait_status(ev.exit_code)
-            name = self.names.pop(pid, None) or self._read(pid)
+            # parent_pid 0: the kernel had reaped the parent already; the table may know it.
+            parent = ev.parent_pid or (task.ppid if task is not None and task.ppid else "?")
+            info = f"{_wait_status(ev.exit_code)} parent {parent}"
+            if task is not None and task.start_ns is not None:
+                info += f" after {_seconds(max(ev.timestamp_ns - task.start_ns, 0))}"
         else:
             pid = ev.process_pid
             if isinstance(ev, ExecEvent):
-                # The new image's name, if the process is still there to ask;
-                # the name from before the exec is stale either way.
-                info, name = "", self._read(pid)
-                if name is not None:
-                    self._remember(pid, name)
-                else:
-                    self.names.pop(pid, None)
+                info = command_line(task.cmdline) if task and task.cmdline and self.name != "cmdline" else ""
             elif isinstance(ev, CommEvent):
-                info, name = "comm", ev.comm
-                self._remember(pid, name)
+                info = "comm"
             else:
-                info, name = self._details(ev), self._name(pid)
-        return self._line(ev.timestamp_ns, ev.event, str(pid), info, name or "")
+                info = self._details(ev)
+        return self._line(ev.timestamp_ns, event, str(pid), task, info=info, name=self._name(ev, task))
+
+    def _name(self, ev: ProcessEvent, task: Task | None) -> str:
+        if isinstance(ev, CommEvent):
+            return terminal(ev.comm)  # the event's own: for a thread, its new name
+        if task is None:
+            return "?"
+        if task.kthread:
+            return f"[{terminal(task.comm) if task.comm is not None else '?'}]"
+        if self.name == "cmdline" and task.cmdline:
+            return command_line(task.cmdline)
+        if self.name == "exe":
+            return terminal(task.exe) if task.exe is not None else "?"
+        return terminal(task.comm) if task.comm is not None else "?"
 
     @staticmethod
     def _details(ev: ProcessEvent) -> str:
@@ -176,42 +248,28 @@ class TextFormat:
             return f"parent {ev.parent_pid}"
         return ""
 
-    def _line(self, timestamp_ns: int | None, event: str, pid: str, info: str, name: str) -> str:
+    def _line(self, timestamp_ns: int | None, event: str, pid: str, task: Task | None, *, info: str, name: str) -> str:
         wall_ns = time.time_ns() if timestamp_ns is None else timestamp_ns + self._epoch_ns
         second = wall_ns // 1_000_000_000
         if second != self._second:
             self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
-        # The name is the process's own text: escaped (kstructs._escape).
-        return f"{self._clock} {event:<8} {pid:>7} {info:<24} {terminal(name)}".rstrip()
-
-    def _name(self, pid: int) -> str | None:
-        name = self.names.get(pid)
-        if name is None:
-            name = self._read(pid)
-            if name is not None:
-                self._remember(pid, name)
-        return name
-
-    def _remember(self, pid: int, name: str) -> None:
-        if len(self.names) >= self.MAX_NAMES:
-            self.names.clear()
-        self.names[pid] = name
-
-    def _read(self, pid: int) -> str | None:
-        try:
-            with open(f"{self.proc}/{pid}/comm", "rb") as f:
-                return f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
-        except OSError:
-            return None
+        user = ""
+        if self.user:
+            uid = task.uid if task is not None else None
+            user_text = "" if uid is None else user_name(uid)
+            user = f" {'?' if uid is None else uid:>5} {terminal(user_text) if user_text else '?':<8}"
+            if timestamp_ns is None:
+                user = f" {'-':>5} {'-':<8}"
+        return f"{self._clock} {event:<8} {pid:>7}{user} {info:<24} {name}".rstrip()
 
 
-def formatter(name: str) -> Callable[[Item], str]:
+def formatter(fmt: str, name: str = "comm", user: bool = False) -> JsonFormat | TextFormat:
     """The formatter for ``--format``: ``"json"`` or ``"text"``."""
-    if name == "json":
-        return JsonFormat()
-    if name == "text":
-        return TextFormat()
-    raise ValueError(f"unknown format {name!r}")
+    if fmt == "json":
+        return JsonFormat(name, user)
+    if fmt == "text":
+        return TextFormat(name, user)
+    raise ValueError(f"unknown format {fmt!r}")
 
 
-__all__ = ["PRINTED", "JsonFormat", "TextFormat", "formatter"]
+__all__ = ["NAMES", "PRINTED", "JsonFormat", "TextFormat", "command_line", "formatter", "user_name"]

@@ -238,8 +238,14 @@ class proc_event__event_data(ctypes.Union):
 
 
 class proc_event(ctypes.Structure):
-    # ``timestamp_ns`` is ``__u64 __attribute__((aligned(8)))``: c_uint64 is
-    # 8-aligned on every 64-bit ABI, and the field sits at offset 8 anyway.
+    """``timestamp_ns`` is ``__u64 __attribute__((aligned(8)))``, so the struct is
+    8-aligned on every ABI; ``_align_`` says so, and ctypes honours it from CPython
+    3.13. Before 3.13 on 32-bit x86 (i686), where ``__u64`` is 4-aligned, the class
+    is 4-aligned: its size and offsets are right and datagram parsing is unaffected,
+    but a ctypes struct that embeds it after a member ending at a 4-byte multiple
+    places it 4 bytes early (after ``cn_msg``: offset 20, where C has 24)."""
+
+    _align_ = 8
     what: U32  # enum proc_cn_event: no negative values, so unsigned int
     cpu: U32
     timestamp_ns: U64

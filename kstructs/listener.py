@@ -182,9 +182,8 @@ class Listener:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
         except OSError as e:
             if e.errno == errno.EPROTONOSUPPORT:
-                raise NoConnectorError(
-                    e.errno, "the kernel has no process connector (CONFIG_CONNECTOR and CONFIG_PROC_EVENTS)"
-                ) from e
+                why = "no connector in this kernel (CONFIG_CONNECTOR), or an emulator (qemu-user) not passing it"
+                raise NoConnectorError(e.errno, f"NETLINK_CONNECTOR is not supported: {why}") from e
             raise
         self._sock, self._owner = sock, os.getpid()
         try:

@@ -28,13 +28,12 @@ What it does (``keepalived/core/track_process.c`` is the model):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableSequence
+from collections.abc import Iterable, MutableSequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from kstructs.cn_proc import PROC_EVENT_ALL, valid_event
 from kstructs.events import (
-    _KERNEL,
     KERNEL_EVENT_SIZE,
     PROCESS_EVENTS,
     AckEvent,
@@ -43,9 +42,9 @@ from kstructs.events import (
     NetlinkErrorMessage,
     Overrun,
     ParseError,
-    ProcessEvent,
     event_matches,
     parse_events,
+    read_kernel_event,
 )
 
 _U32: Final = 0xFFFFFFFF
@@ -55,25 +54,6 @@ MSG_TRUNC: Final = 0x20
 # What one event costs the receive queue (its skb's truesize), rounded up.
 QUEUED_EVENT_BYTES: Final = 1024
 
-
-def _make_reader() -> Callable[[Buffer, int], ProcessEvent | None]:
-    guard, (nl_head, cn_id, cn_len), readers = _KERNEL
-    new = tuple.__new__
-
-    def read_kernel_event(buffer: Buffer, offset: int) -> ProcessEvent | None:
-        head, ident, length, what = guard(buffer, offset)
-        if head == nl_head and ident == cn_id and length == cn_len:
-            kind = readers.get(what)
-            if kind is not None:
-                read, cls = kind
-                ev: ProcessEvent = new(cls, read(buffer, offset))
-                return ev
-        return None
-
-    return read_kernel_event
-
-
-read_kernel_event: Final = _make_reader()
 
 #: ``(msg_flags, length), (sender port id,), offset``: where one received
 #: datagram is in a buffer, as ``_recvmmsg.Batch.frames()`` tells it.
@@ -143,12 +123,10 @@ class EventStream:
         self._want_ack: int | None = None
         # User-space filter: the classes that always pass; the rest (a non-zero
         # exit under PROC_EVENT_NONZERO_EXIT, an unknown kind) ask event_matches().
+        # Control messages pass before the filter.
         self._pass: frozenset[type] | None = None
         if self.events is not None:
-            self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what) | {
-                NetlinkErrorMessage,
-                Overrun,
-            }
+            self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what)
         # Loss accounting.
         self._track = True  # every event reaches us: per-CPU seq gaps mean loss
         self._last_seq: dict[int, int] = {}
@@ -208,7 +186,8 @@ class EventStream:
         # before the kernel narrowed it still pass through here.
         track, last_seq, passing, want_ack, append = self._track, self._last_seq, self._pass, self._want_ack, out.append
         kinds = self.events or 0  # used only when filtering, so never None there
-        size, read, parse, matches = KERNEL_EVENT_SIZE, read_kernel_event, parse_events, event_matches
+        size, read, parse, matches, trunc = KERNEL_EVENT_SIZE, read_kernel_event, parse_events, event_matches, MSG_TRUNC
+        error_cls, overrun_cls, ack_cls = NetlinkErrorMessage, Overrun, AckEvent
         stats, start = self.stats, len(out)
         received = foreign = malformed = filtered = 0
         offset = self.offset
@@ -219,37 +198,43 @@ class EventStream:
                     foreign += 1
                     continue
                 received += 1
-                ev: Event | None = read(buffer, offset) if length == size and not msg_flags & MSG_TRUNC else None
-                items: Iterable[Event]
-                if ev is not None:
-                    items = (ev,)
-                elif msg_flags & MSG_TRUNC:  # longer than the largest datagram the connector sends
-                    malformed += 1
-                    continue
-                else:
+                ev: Event | None = read(buffer, offset) if length == size and not msg_flags & trunc else None
+                rest: list[Event] | None = None
+                if ev is None:
+                    if msg_flags & trunc:  # longer than the largest datagram the connector sends
+                        malformed += 1
+                        continue
                     try:
-                        items = parse(buffer[offset : offset + length])
+                        rest = parse(buffer[offset : offset + length])
                     except ParseError:
                         malformed += 1
                         continue
-                for ev in items:
+                    if not rest:
+                        continue
+                    rest.reverse()
+                    ev = rest.pop()
+                # Each event of the datagram in turn: one, but for the rare
+                # datagram of several messages.
+                while True:
                     cls = type(ev)
-                    if cls is NetlinkErrorMessage or cls is Overrun:
+                    if cls is error_cls or cls is overrun_cls:
                         append(ev)
-                        continue
-                    if track:
-                        seq, cpu = ev.seq, ev.cpu  # type: ignore[union-attr]
-                        if seq - last_seq.get(cpu, seq - 1) != 1:
-                            self._check_seq(out, cpu, seq)
-                        last_seq[cpu] = seq
-                    if cls is AckEvent and ev.ack == want_ack:  # type: ignore[union-attr]
-                        if self.ack is None or (self.ack.err and not ev.err):  # type: ignore[union-attr]
-                            self.ack = ev  # type: ignore[assignment]
-                        continue
-                    if passing is not None and cls not in passing and not matches(ev, kinds):
-                        filtered += 1
-                        continue
-                    append(ev)
+                    else:
+                        if track:
+                            seq, cpu = ev.seq, ev.cpu  # type: ignore[union-attr]
+                            if seq - last_seq.get(cpu, seq - 1) != 1:
+                                self._check_seq(out, cpu, seq)
+                            last_seq[cpu] = seq
+                        if cls is ack_cls and ev.ack == want_ack:  # type: ignore[union-attr]
+                            if self.ack is None or (self.ack.err and not ev.err):  # type: ignore[union-attr]
+                                self.ack = ev  # type: ignore[assignment]
+                        elif passing is not None and cls not in passing and not matches(ev, kinds):
+                            filtered += 1
+                        else:
+                            append(ev)
+                    if not rest:
+                        break
+                    ev = rest.pop()
         finally:
             self.offset = offset
             self._since_pause += received + foreign
@@ -335,14 +320,14 @@ class EventStream:
         self.stats.lost += count - taken
         start = len(out)
         if count:
-            out.append(Loss(count, "enobufs", None))
+            out.append(Loss(count, "enobufs"))
         if self._track:
             # Gaps already seen are part of the drops; the rest will show on
             # CPUs that have been quiet since.
             excess = self._pending_gaps - count
             if excess > 0:
                 self.stats.lost += excess
-                out.append(Loss(excess, "seq-gap", None))
+                out.append(Loss(excess, "seq-gap"))
             else:
                 self._gap_credit += -excess
         self._pending_gaps = 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,21 @@ from kstructs.errors import CheckError
 from kstructs.netlink import NLMSG_DONE, nlmsg_length, nlmsghdr
 
 HEADERS = ("linux/netlink.h", "linux/connector.h", "linux/cn_proc.h")
+
+#: 32-bit x86 (__u64 4-aligned) and CPython < 3.13 (no ``_align_``): struct proc_event
+#: is 4-aligned in ctypes where C makes it 8 (see its docstring).
+PROC_EVENT_UNDERALIGNED = (
+    sys.version_info < (3, 13)
+    and ctypes.sizeof(ctypes.c_void_p) == 4
+    and ctypes.alignment(ctypes.c_uint64) == 4
+    and platform.machine() in {"i386", "i486", "i586", "i686", "x86_64"}
+)
+PROC_EVENT_ALIGN_REASON = (
+    "32-bit x86 and Python < 3.13: ctypes cannot give struct proc_event its C alignment of 8 "
+    "(_align_ needs CPython 3.13), so a struct embedding it is laid out 4 bytes short"
+)
+#: For the tests that check a layout embedding or measuring proc_event's alignment.
+proc_event_align = pytest.mark.xfail(PROC_EVENT_UNDERALIGNED, reason=PROC_EVENT_ALIGN_REASON, strict=True)
 
 
 def compiler() -> str:

@@ -9,6 +9,7 @@ import ctypes
 import os
 import struct
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -447,3 +448,136 @@ def test_running_kernel_btf_parses() -> None:
     assert (data.kind, data.name) == (Kind.UNION, "")
     (_, value), *_ = btf.enumerator("PROC_EVENT_EXIT")
     assert value == cn_proc.PROC_EVENT_EXIT
+
+
+# --- bit offsets and bitfields ------------------------------------------------
+
+BITFIELDS = """
+struct bits {
+    unsigned a:3;
+    int b:5;
+    unsigned char c;
+    unsigned long long d:40;
+    struct { unsigned e:7, f:1; };
+    unsigned :4;
+    union { struct { unsigned short g:9; signed char h:2; } in; unsigned long long i:33; } u;
+    unsigned :0;
+    unsigned j:1;
+    short k;
+};
+struct bits bits;
+"""
+# Each member set to all ones in a zeroed struct: where the compiler puts its bits.
+PROBE = r"""
+#include <stdio.h>
+#include <string.h>
+@BITFIELDS@
+static void where(const char *path, const unsigned char *p, int big_endian) {
+    int first = -1, n = 0;
+    for (int i = 0; i < (int)sizeof(struct bits) * 8; i++) {
+        int bit = big_endian ? 7 - i % 8 : i % 8;
+        if (p[i / 8] >> bit & 1) {
+            if (first < 0) first = i;
+            n++;
+        }
+    }
+    printf("%s %d %d\n", path, first, n);
+}
+#define AT(path) do { struct bits s; memset(&s, 0, sizeof s); s.path = -1; \
+    where(#path, (const unsigned char *)&s, __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__); } while (0)
+int main(void) {
+    AT(a); AT(b); AT(c); AT(d); AT(e); AT(f); AT(u.in.g); AT(u.in.h); AT(u.i); AT(j); AT(k);
+    return 0;
+}
+""".replace("@BITFIELDS@", BITFIELDS)
+BITFIELD_WIDTHS = {"a": 3, "b": 5, "d": 40, "e": 7, "f": 1, "u.in.g": 9, "u.in.h": 2, "u.i": 33, "j": 1}
+
+
+@pytest.mark.cc
+def test_bitfields_from_gcc_btf(tmp_path: Path) -> None:
+    """Bit offsets and widths in gcc's BTF, against the bits the compiled code sets."""
+    cc = compiler()
+    (tmp_path / "bits.c").write_text(BITFIELDS)
+    (tmp_path / "probe.c").write_text(PROBE)
+    obj, exe = tmp_path / "bits.o", tmp_path / "probe"
+    built = subprocess.run(
+        [cc, "-gbtf", "-c", "-o", str(obj), str(tmp_path / "bits.c")], capture_output=True, check=False
+    )
+    if built.returncode != 0:
+        pytest.skip(f"{cc} cannot emit BTF (-gbtf needs gcc 12 or later)")
+    subprocess.run([cc, "-o", str(exe), str(tmp_path / "probe.c")], check=True)
+    truth: dict[str, tuple[int, int]] = {}
+    for line in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines():
+        name, at, bits_set = line.split()
+        truth[name] = (int(at), int(bits_set))
+    assert len(truth) == 11
+
+    btf = Btf.load(obj)
+    (bits,) = btf.named("bits", Kind.STRUCT)
+    for path, (first, width) in truth.items():
+        found = btf.field(bits.id, path)
+        assert found is not None, path
+        assert found.bit_offset == first, path
+        if path in BITFIELD_WIDTHS:
+            assert (found.bitfield_size, width) == (BITFIELD_WIDTHS[path], BITFIELD_WIDTHS[path]), path
+        else:
+            assert (found.bitfield_size, btf.size_of(found.member.type_id) * 8) == (0, width), path
+    # The walk names every member C can name (the unnamed bitfields are not among them), in order.
+    paths = [f.path for f in btf.fields(bits.id)]
+    assert paths == ["a", "b", "c", "d", "e", "f", "u", "u.in", "u.in.g", "u.in.h", "u.i", "j", "k"]
+    assert {f.path: f.bit_offset for f in btf.fields(bits.id) if f.path in truth} == {p: t[0] for p, t in truth.items()}
+
+
+def test_bitfields_without_kind_flag() -> None:
+    """The encoding before kind_flag (Linux 4.20): width and shift in the member's INT type."""
+    e = Encoder()
+    e.int_("unsigned int", 4)
+    # BTF_INT_ENCODING << 24 | BTF_INT_OFFSET << 16 | BTF_INT_BITS
+    three = e.add(Kind.INT, "unsigned int", 4, tail=struct.pack("<I", 0 << 24 | 2 << 16 | 3))
+    inner = e.record("", 4, [("y", three, 4, 0)], union=True)
+    top = e.record("old", 8, [("x", 1, 0, 0), ("z", three, 32, 0), ("", inner, 32, 0)])
+    btf = Btf(e.blob())
+    assert not btf.type(top).kind_flag
+    assert btf.type(three).int_offset == 2
+    assert [(f.path, f.bit_offset, f.bitfield_size) for f in btf.fields(top)] == [
+        ("x", 0, 0),
+        ("z", 34, 3),
+        ("y", 38, 3),
+    ]
+    found = btf.field(top, "y")
+    assert found is not None and (found.bit_offset, found.bitfield_size) == (38, 3)
+
+
+def test_field_paths_match_c_names() -> None:
+    blob, ids = every_kind()
+    btf = Btf(blob)
+    paths = [(f.path, f.bit_offset, f.bitfield_size) for f in btf.fields(ids["outer"])]
+    assert paths == [("pid", 0, 0), ("ruid", 32, 0), ("rgid", 32, 0), ("flags", 64, 3), ("comm", 96, 0)]
+    found = btf.field(ids["outer"], "rgid")
+    assert found is not None and found.member.type_id == ids["u32"]
+    assert btf.field(ids["outer"], "comm.x") is None
+    assert btf.field(ids["outer"], "nope") is None
+    assert btf.fields(ids["int"]) == ()
+
+
+# --- a short fuzz run -----------------------------------------------------------
+
+
+def test_short_fuzz_run() -> None:
+    """A few hundred mutated blobs (bench/fuzz_btf.py): no exception but BtfError."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_btf", Path(__file__).parent.parent / "bench" / "fuzz_btf.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_btf"] = module  # its dataclasses look their module up there
+    sys.path.insert(0, str(Path(spec.origin or "").parent))  # for its _common
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+        del sys.modules["fuzz_btf"]
+    result = module.fuzz(400, 600.0, 7)
+    assert result["target"] == "btf"
+    assert result["foreign"] == 0, result
+    assert isinstance(result["inputs"], int) and result["inputs"] > 0

@@ -3,6 +3,7 @@ and scripts see it: stdout, stderr, exit status, signals, pipes."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -21,10 +22,14 @@ from typing import Any
 
 import pyte
 import pytest
+from test_proctable import FakeProc, fake_proc
 
 from kstructs._escape import ENCODE_ERRORS, terminal
-from kstructs._watch import KINDS, _kinds
+from kstructs._proctable import ProcTable, Task
+from kstructs._watch import KINDS, Options, _kinds
+from kstructs._watchfilter import cgroup2_mounts
 from kstructs.cli import PRINTED, JsonFormat, TextFormat
+from kstructs.cn_proc import EventKind
 from kstructs.events import (
     PROCESS_EVENTS,
     AckEvent,
@@ -62,6 +67,21 @@ SAMPLES: list[ProcessEvent | Loss] = [
     Loss(12, "enobufs"),
     Loss(3, "seq-gap", 1),
 ]
+
+
+#: The keys watch adds after the kernel's, each absent when unknown.
+OPTIONAL_KEYS = {
+    "comm",
+    "comm_hex",
+    "cmdline",
+    "cmdline_hex",
+    "exe",
+    "exe_hex",
+    "duration_ns",
+    "uid",
+    "user",
+    "user_hex",
+}
 
 
 def keys(event: str) -> list[str]:
@@ -169,22 +189,21 @@ def test_json_keys_are_the_contract() -> None:
 
 
 def test_text_lines(tmp_path: Path) -> None:
-    for pid, name in (("100", "bash"), ("101", "make")):
-        (tmp_path / pid).mkdir()
-        (tmp_path / pid / "comm").write_text(f"{name}\n")
-    fmt = TextFormat(proc=str(tmp_path))
-    lines = [fmt(item) for item in SAMPLES]
+    fake_proc(tmp_path, {100: FakeProc(b"bash", ppid=1), 101: FakeProc(b"make", ppid=100, cmdline=b"make\0-j2\0")})
+    table = ProcTable(str(tmp_path), cmdline=True, boot_offset_ns=0)
+    fmt = TextFormat()
+    lines = [fmt(item, None if isinstance(item, Loss) else table.apply(item)) for item in SAMPLES]
     clock = r"\d\d:\d\d:\d\d"
     expected = [
-        rf"{clock} fork         101 parent 100 +bash",  # a child starts with its parent's name
-        rf"{clock} exec         101 +make",  # /proc/101/comm after the exec
-        rf"{clock} uid          101 ruid 0 euid 1000 +make",
-        rf"{clock} gid          101 rgid 0 egid 1000 +make",
-        rf"{clock} sid          101 new session +make",
-        rf"{clock} ptrace       101 tracer 100 +make",
-        rf"{clock} comm         101 comm +we\"ird",
-        rf"{clock} coredump     101 parent 100 +we\"ird",
-        rf"{clock} exit         101 status 3 +we\"ird",
+        rf"{clock} fork         101 parent 100 +bash$",  # a child starts with its parent's name
+        rf"{clock} exec         101 make -j2 +make$",  # /proc/101 after the exec: its command line and comm
+        rf"{clock} uid          101 ruid 0 euid 1000 +make$",
+        rf"{clock} gid          101 rgid 0 egid 1000 +make$",
+        rf"{clock} sid          101 new session +make$",
+        rf"{clock} ptrace       101 tracer 100 +make$",
+        rf"{clock} comm         101 comm +we\"ird\\\\\\xff$",
+        rf"{clock} coredump     101 parent 100 +we\"ird\\\\\\xff$",
+        rf"{clock} exit         101 status 3 parent 100 after 0.000s +we\"ird\\\\\\xff$",
         rf"{clock} lost           - 12 events \(enobufs\)$",
         rf"{clock} lost           - 3 events \(seq-gap\) on cpu 1$",
     ]
@@ -192,25 +211,23 @@ def test_text_lines(tmp_path: Path) -> None:
         assert re.match(pattern, line), (line, pattern)
 
 
+def test_text_header_names_the_columns() -> None:
+    assert TextFormat().header().split() == ["Time", "Event", "PID", "Info", "Name"]
+    assert TextFormat(user=True).header().split() == ["Time", "Event", "PID", "UID", "User", "Info", "Name"]
+
+
 @pytest.mark.parametrize(
     ("code", "text"),
     [(0, "status 0"), (3 << 8, "status 3"), (9, "SIGKILL"), (6 | 0x80, "SIGABRT core"), (0x7E, "signal 126")],
 )
 def test_text_exit_status(code: int, text: str) -> None:
-    line = TextFormat(proc="/nonexistent")(ExitEvent(0, 0, 0, 5, 5, code, 17, 1, 1))
-    assert line.split(None, 3)[3] == text
+    line = TextFormat()(ExitEvent(0, 0, 0, 5, 5, code, 17, 1, 1), None)
+    assert line.split(None, 3)[3].split() == [*text.split(), "parent", "1", "?"]
 
 
-def test_exec_of_a_process_already_gone_has_no_name(tmp_path: Path) -> None:
-    fmt = TextFormat(proc=str(tmp_path))
-    fmt.names[7] = "sh"
-    assert fmt(ExecEvent(0, 0, 0, 7, 7)).endswith(" 7")
-    assert fmt(ExitEvent(0, 0, 0, 7, 7, 0, 17, 1, 1)).endswith("status 0")
-
-
-def test_thread_fork_says_so() -> None:
-    line = TextFormat(proc="/nonexistent")(ForkEvent(0, 0, 0, 1, 1, 12, 10))
-    assert "parent 1 thread of 10" in line
+def test_thread_fork_is_a_clone_line() -> None:
+    line = TextFormat()(ForkEvent(0, 0, 0, 1, 1, 12, 10), None)
+    assert re.search(r" clone +12 thread of 10 +\?$", line), line
 
 
 def test_only_process_events_and_losses_are_printed() -> None:
@@ -220,8 +237,17 @@ def test_only_process_events_and_losses_are_printed() -> None:
 
 
 def test_events_option() -> None:
-    assert list(KINDS) == ["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"]
-    assert _kinds("fork, exit") == KINDS["fork"] | KINDS["exit"]
+    assert list(KINDS) == [
+        *["fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit"],
+        *["clone", "nonzero-exit"],
+    ]
+    assert _kinds("fork, exit") == {"fork", "exit"}
+    assert _kinds("core,ptrce") == {"coredump", "ptrace"}
+    # The process table sees what it needs, whatever is printed.
+    table = EventKind.FORK | EventKind.EXEC | EventKind.COMM | EventKind.EXIT
+    assert Options(events=frozenset({"uid"})).kernel_kinds() == EventKind.UID | table
+    assert Options(events=frozenset({"nonzero-exit"})).kernel_kinds() == EventKind.NONZERO_EXIT | table
+    assert Options().kernel_kinds() is None
 
 
 # --- The command ----------------------------------------------------------------
@@ -324,8 +350,10 @@ def test_json_until_a_signal(sig: signal.Signals, cleanup: list[Watch], tmp_path
         assert status == 0
         one_summary_line(stderr)
         for line in lines:
-            obj = json.loads(line)
-            assert list(obj) == keys(obj["event"]), line
+            obj = strict_json(line)
+            kernel = keys(obj["event"])
+            assert list(obj)[: len(kernel)] == kernel, line
+            assert set(list(obj)[len(kernel) :]) <= OPTIONAL_KEYS, line
         exits = [o for o in mine(lines, w.children) if o["event"] == "exit"]
         assert exits and all(o["exit_code"] == 3 << 8 and o["exit_signal"] == 17 for o in exits)
         replies = [e for e in _drain(watcher) if isinstance(e, AckEvent) and e.ack == nonce + 1]
@@ -374,7 +402,15 @@ def test_text(cleanup: list[Watch]) -> None:
     cleanup.append(w)
 
     def seen(lines: list[str]) -> bool:
-        return any(re.search(rf"exit +{pid} status 3 +sh$", line) for line in lines for pid in w.children)
+        # A child whose exec was read while it ran (on a loaded machine one may
+        # be gone by then: its exec line says "?"), and a child's exit.
+        return any(
+            re.search(rf"exit +{pid} status 3 parent {os.getpid()} after \d+\.\d\d\ds +sh$", line)
+            for line in lines
+            for pid in w.children
+        ) and any(
+            re.search(rf"exec +{pid} sh -c sleep 0.05; exit 3 +sh$", line) for line in lines for pid in w.children
+        )
 
     lines = w.until(seen)
     w.proc.send_signal(signal.SIGINT)
@@ -382,7 +418,6 @@ def test_text(cleanup: list[Watch]) -> None:
     assert status == 0
     one_summary_line(stderr)
     assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) for line in lines), lines[:3]
-    assert any(re.search(rf"exec +{pid} +sh$", line) for line in lines for pid in w.children)
 
 
 @root
@@ -471,22 +506,21 @@ def _as_nobody() -> None:  # pragma: no cover - runs in the child
 def test_unprivileged_user() -> None:
     # Linux 6.6 lets anyone listen (the connector has NL_CFG_F_NONROOT_RECV
     # and cn_proc dropped its CAP_NET_ADMIN check); before, it takes privilege.
-    argv = command("watch", "--duration", "0.3")
-    if setpriv := shutil.which("setpriv"):
-        done = subprocess.run(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd="/",
-            check=False,
-        )
-    else:
-        done = subprocess.run(
+    def as_nobody(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if setpriv := shutil.which("setpriv"):
+            argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/", check=False)
+        return subprocess.run(
             argv, capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/", check=False
         )
-    if "Permission denied" in done.stderr and "kstructs:" not in done.stderr:
-        pytest.skip(f"nobody cannot run {sys.executable}")
+
+    # nobody must run this very interpreter and library: one it cannot read, or
+    # whose libpython it cannot load and takes from the system instead, proves nothing.
+    probe = as_nobody([sys.executable, "-c", "import sys, kstructs; print(sys.version)"])
+    if probe.stdout.strip() != sys.version:
+        why = (probe.stderr.strip().splitlines() or [f"it ran Python {probe.stdout.strip()}"])[-1]
+        pytest.skip(f"nobody cannot run this Python and kstructs ({sys.executable}): {why}")
+    done = as_nobody(command("watch", "--duration", "0.3"))
     major, minor = (int(re.match(r"\d+", p).group()) for p in os.uname().release.split(".")[:2])  # type: ignore[union-attr]
     if (major, minor) >= (6, 6):
         assert done.returncode == 0, done.stderr
@@ -588,7 +622,7 @@ def through_a_pty(before: bytes, data: bytes, columns: int = 200) -> pyte.Screen
 
 
 def test_text_escapes_hostile_names() -> None:
-    fmt = TextFormat(proc="/nonexistent")
+    fmt = TextFormat()
     for raw, shown in HOSTILE:
         line = fmt(comm_event(raw))
         assert line.endswith(f"4242 comm                     {shown}"), (raw, line)
@@ -597,7 +631,7 @@ def test_text_escapes_hostile_names() -> None:
 
 @pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
 def test_hostile_name_on_a_terminal(raw: bytes, shown: str) -> None:
-    fmt = TextFormat(proc="/nonexistent")
+    fmt = TextFormat()
     before = b"first line\nsecond line\n"
     line = fmt(comm_event(raw))
     screen = through_a_pty(before, (line + "\n").encode("utf-8", ENCODE_ERRORS))
@@ -611,7 +645,7 @@ def test_hostile_name_on_a_terminal(raw: bytes, shown: str) -> None:
 
 
 def test_non_utf8_name_is_shown_as_bytes_not_surrogates() -> None:
-    line = TextFormat(proc="/nonexistent")(comm_event(b"\xff"))
+    line = TextFormat()(comm_event(b"\xff"))
     assert line.endswith(r"\xff")
     line.encode("utf-8")  # no lone surrogate left
 
@@ -702,7 +736,8 @@ def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
     assert watch.returncode == 0 and child.returncode == 0
     lines = out.decode("utf-8").split("\r\n")
     assert lines.pop() == ""
-    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) and line.isprintable() for line in lines)
+    assert lines[0].split() == ["Time", "Event", "PID", "Info", "Name"]  # on a terminal: a header
+    assert all(re.match(r"\d\d:\d\d:\d\d \w+ +(\d+|-)( |$)", line) and line.isprintable() for line in lines[1:])
     screen = pyte.Screen(300, len(lines) + 1)
     pyte.ByteStream(screen).feed(out)
     assert [row.rstrip() for row in screen.display] == [*lines, ""]
@@ -764,3 +799,203 @@ def test_watch_json_read_by_jq(cleanup: list[Watch]) -> None:
     read_by_jq = [json.loads(line) for line in done.stdout.splitlines()]
     assert read_by_jq == [[o.get("comm"), o.get("comm_hex")] for o in map(strict_json, w.lines)]
     assert ["\ufffd\ufffd", "ff9b"] in read_by_jq
+
+
+# --- forkstat's features ------------------------------------------------------
+
+
+def test_help_lists_every_option() -> None:
+    done = subprocess.run(command("watch", "--help"), capture_output=True, text=True, timeout=30, check=True)
+    text = " ".join(done.stdout.split())
+    for option in ("--format", "--events", "--name {comm,cmdline,exe}", "-x, --user", "--pid PID", "--uid UID"):
+        assert option in text, option
+    for option in ("--comm GLOB", "--cgroup PATH", "-S, --stats", "-q, --quiet", "--duration", "--count"):
+        assert option in text, option
+    for kind in ("clone", "nonzero-exit", "core, ptrce and all"):
+        assert kind in text, kind
+
+
+def _task(**kw: Any) -> Task:
+    fields: dict[str, Any] = {"pid": 101, "tgid": 101, "ppid": 100, "comm": "sh", "start_ns": 10**9}
+    fields.update(kw)
+    return Task(**fields)
+
+
+EXEC = ExecEvent(6, 1, 2 * 10**9, 101, 101)
+EXIT = ExitEvent(13, 0, 3 * 10**9 + 5, 101, 101, 0, 17, 0, 0)
+
+
+def test_json_optional_keys() -> None:
+    fmt = JsonFormat()
+    obj = strict_json(fmt(EXEC, _task(cmdline=b"sh\0-c\0echo hi")))
+    assert list(obj)[len(keys("exec")) :] == ["comm", "cmdline"]
+    assert obj["comm"] == "sh" and obj["cmdline"] == ["sh", "-c", "echo hi"]
+    # Unknown: absent, not empty.
+    obj = strict_json(fmt(EXEC, _task(comm=None, cmdline=None, start_ns=None)))
+    assert list(obj) == keys("exec")
+    assert list(strict_json(fmt(EXEC, None))) == keys("exec")
+    # The lifetime, on exits; the kernel's parent_pid 0 stays.
+    obj = strict_json(fmt(EXIT, _task()))
+    assert obj["duration_ns"] == 2 * 10**9 + 5 and obj["parent_pid"] == 0
+    assert "duration_ns" not in strict_json(fmt(EXIT, _task(start_ns=None)))
+    # Bytes that are not UTF-8: U+FFFD in the strings, the exact bytes in hex.
+    obj = strict_json(fmt(EXEC, _task(comm="\udcff", cmdline=b"a\xff\0b")))
+    assert obj["cmdline"] == ["a\ufffd", "b"] and obj["cmdline_hex"] == "61ff0062"
+    assert obj["comm"] == "\ufffd" and obj["comm_hex"] == "ff"
+
+
+def test_json_name_and_user_options() -> None:
+    obj = strict_json(JsonFormat(name="cmdline")(EXIT, _task(cmdline=b"sleep\x001")))
+    assert obj["cmdline"] == ["sleep", "1"]  # on every kind with --name cmdline
+    assert "cmdline" not in strict_json(JsonFormat()(EXIT, _task(cmdline=b"sleep\x001")))
+    obj = strict_json(JsonFormat(name="exe")(EXIT, _task(exe="/usr/bin/sleep")))
+    assert obj["exe"] == "/usr/bin/sleep"
+    obj = strict_json(JsonFormat(user=True)(EXIT, _task(uid=0)))
+    assert (obj["uid"], obj["user"]) == (0, "root")
+    assert "uid" not in strict_json(JsonFormat(user=True)(EXIT, _task(uid=None)))
+
+
+def test_text_options() -> None:
+    task = _task(cmdline=b"sleep\x001\0\x1b[J", exe="/usr/bin/sleep", uid=0)
+    assert TextFormat()(EXEC, task).endswith(r" exec         101 sleep 1 \x1b[J           sh")
+    assert TextFormat(name="cmdline")(EXEC, task).endswith(r" exec         101                          sleep 1 \x1b[J")
+    assert TextFormat(name="exe")(EXIT, task).endswith(" parent 100 after 2.000s /usr/bin/sleep")
+    assert TextFormat(user=True)(EXIT, task).split()[3:5] == ["0", "root"]
+    assert TextFormat(user=True)(EXIT, None).split()[3:5] == ["?", "?"]
+    # parent_pid 0 from the kernel: the text shows the parent the table knows.
+    assert " status 0 parent 100 after 2.000s sh" in TextFormat()(EXIT, task)
+    assert TextFormat()(EXIT, _task(kthread=True, comm="kworker/0:1")).endswith(" [kworker/0:1]")
+
+
+def _run(*args: str, child: list[str], timeout: float = 30, **popen: Any) -> tuple[int, str, str, int]:
+    """Run watch, then ``child`` once it has subscribed, stop watch once the
+    child's exit is printed (or after its 20 s), return (status, out, err, child pid)."""
+    proc = subprocess.Popen(
+        command("watch", "--duration", "20", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+    deadline = time.monotonic() + 10
+    while not _port_or_none(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # the LISTEN and the seed
+    kid = subprocess.Popen(child)
+    kid.wait(timeout)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err, kid.pid
+
+
+def _port_or_none(pid: int) -> int | None:
+    try:
+        return _port_id(pid)
+    except (AssertionError, OSError):
+        return None
+
+
+@root
+def test_pid_filter_follows_descendants() -> None:
+    script = "sh -c 'true; sh -c true'; true"
+    parent = subprocess.Popen(["sh", "-c", f"read x; {script}"], stdin=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.Popen(
+            command("watch", "--format", "json", "--pid", str(parent.pid)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        while not _port_or_none(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(0.3)
+        subprocess.run(["true"], check=True)  # not a descendant
+        assert parent.stdin is not None
+        parent.stdin.write("go\n")
+        parent.stdin.close()
+        parent.wait(10)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert proc.returncode == 0, err
+    objs = [strict_json(line) for line in out.splitlines()]
+    tree = {parent.pid}
+    for o in objs:
+        if o["event"] == "fork":
+            assert o["parent_tgid"] in tree, o
+            tree.add(o["child_tgid"])
+        elif o["event"] != "lost":
+            assert o["process_tgid"] in tree, o
+    forks = [o for o in objs if o["event"] == "fork"]
+    assert any(o["parent_tgid"] != parent.pid for o in forks), forks  # a grandchild, followed
+    assert any(o["event"] == "exit" and o["process_pid"] == parent.pid for o in objs)
+
+
+@root
+def test_comm_uid_and_nonzero_exit_filters() -> None:
+    status, out, err, kid = _run("--format", "json", "--comm", "kst-*", child=_renamed_child("kst-glob", 3))
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines()]
+    assert objs and all(o.get("comm", "").startswith("kst-") for o in objs if o["event"] != "lost")
+    assert any(o["event"] == "exit" and o["process_pid"] == kid for o in objs)
+    status, out, err, kid = _run("--format", "json", "--uid", "65534", child=["setpriv", "--reuid=65534", "true"])
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+    assert objs and {o["process_pid"] for o in objs if o["event"] == "exit"} == {kid}
+    status, out, err, kid = _run(
+        "--format", "json", "--events", "nonzero-exit", child=["sh", "-c", "(exit 0); (exit 4); exit 5"]
+    )
+    assert status == 0, err
+    objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+    mine = [o for o in objs if o["process_pid"] == kid or o["parent_pid"] == kid]
+    assert sorted(o["exit_code"] >> 8 for o in mine) == [4, 5]
+    assert all(o["event"] == "exit" and o["exit_code"] for o in objs)
+
+
+def _renamed_child(name: str, status: int) -> list[str]:
+    code = (
+        f"import ctypes, sys, time; ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0); "
+        f"time.sleep(0.2); sys.exit({status})"
+    )
+    return [sys.executable, "-c", code]
+
+
+@root
+def test_cgroup_filter(tmp_path: Path) -> None:
+    mounts = cgroup2_mounts()
+    if not mounts or not Path(mounts[0], "cgroup.procs").exists():
+        pytest.skip("cgroup v2 is not mounted")
+    base = Path(mounts[0])
+    group = base / f"kstructs-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        inner = group / "inner"
+        inner.mkdir()
+        script = f"echo $$ > {inner}/cgroup.procs && exec sh -c 'true; sleep 0.3; exit 6'"
+        status, out, err, kid = _run("--format", "json", "--cgroup", str(group), child=["sh", "-c", script])
+        assert status == 0, err
+        objs = [strict_json(line) for line in out.splitlines() if '"lost"' not in line]
+        assert objs, err
+        assert {o.get("process_tgid", o.get("child_tgid")) for o in objs} <= {kid} | {
+            o["child_tgid"] for o in objs if o["event"] == "fork"
+        }
+        assert any(o["event"] == "exit" and o["process_pid"] == kid and o["exit_code"] == 6 << 8 for o in objs)
+    finally:
+        for d in (group / "inner", group):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+@root
+def test_stats_and_quiet() -> None:
+    status, out, err, kid = _run("-S", "--quiet", child=_renamed_child("kst-stats", 0))
+    assert status == 0 and out == "", err
+    lines = err.splitlines()
+    assert lines[0].split()[:3] == ["PID", "fork", "clone"]
+    (row,) = [line for line in lines if line.split()[0] == str(kid)]
+    assert row.split()[-1] == "kst-stats" and row.split()[4] == "1"  # its exit
+    assert lines[-2].split()[0] == "all"
+    assert re.match(r"kstructs: \d+ events, ", lines[-1])

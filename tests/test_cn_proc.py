@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import operator
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -120,7 +121,8 @@ def test_event_kind_is_built_on_the_constants() -> None:
 
 def test_proc_event_reads_at_a_four_byte_aligned_offset() -> None:
     # On the wire proc_event starts at byte 36; from_buffer_copy must not care.
-    raw = bytes(36) + (0x80000000).to_bytes(4, "little") + (1).to_bytes(4, "little") + (7).to_bytes(8, "little")
-    raw += (42).to_bytes(4, "little", signed=True) + bytes(20)
+    order = sys.byteorder  # proc_event is in the host's byte order
+    raw = bytes(36) + (0x80000000).to_bytes(4, order) + (1).to_bytes(4, order) + (7).to_bytes(8, order)
+    raw += (42).to_bytes(4, order, signed=True) + bytes(20)
     event = proc_event.from_buffer_copy(raw, 36)
     assert (event.what, event.cpu, event.timestamp_ns, event.event_data.exit.process_pid) == (0x80000000, 1, 7, 42)

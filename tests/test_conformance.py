@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import compiler, header_version, tree
+from conftest import compiler, header_version, proc_event_align, tree
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.conformance import CATEGORIES, Binding, CheckError, Finding, check_headers
+from kstructs.conformance.cc import Compiler, Group, Query, evaluate, evaluate_groups
+from kstructs.conformance.cc import compiler as cc_driver
 
 BINDINGS = [Binding.from_module(m) for m in (netlink, connector, cn_proc)]
 Row = tuple[str, str, object, object]
@@ -29,6 +34,7 @@ def newer_than_installed(item: str, binding: Binding) -> bool:
     return item in binding.added_in and tuple(map(int, binding.added_in[item].split(".")[:2])) > header_version()
 
 
+@proc_event_align
 def test_installed_headers_conform() -> None:
     report = check_headers(BINDINGS)
     assert rows(report.findings) == set()
@@ -39,6 +45,7 @@ def test_installed_headers_conform() -> None:
     assert {f.item for f in report.findings if f.category == "not-mirrored"} == set(netlink.NOT_MIRRORED)
 
 
+@proc_event_align
 def test_a_version_record_later_than_headers_that_have_the_item() -> None:
     # A wrong ADDED_IN entry would turn a real absence into a harmless "newer": the check says so.
     have = header_version()
@@ -180,6 +187,7 @@ CHANGES: dict[str, tuple[str, str, str, set[Row]]] = {
 
 
 @pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+@proc_event_align
 def test_one_change_gives_its_exact_findings(tmp_path: Path, change: str) -> None:
     header, pattern, replacement, expected = CHANGES[change]
     report = check_headers(BINDINGS, include_dirs=[tree(tmp_path, header, pattern, replacement)])
@@ -217,6 +225,7 @@ def test_macro_findings_count_the_inputs(tmp_path: Path) -> None:
     }
 
 
+@proc_event_align
 def test_headers_with_the_linux_6_6_items_check_them(tmp_path: Path) -> None:
     """The installed cn_proc.h grown by hand to 6.6's items: they are compared, not noted."""
     if header_version() >= (6, 6):
@@ -312,6 +321,7 @@ def point_binding(**changes: object) -> Binding:
     return Binding(**{**fields, **changes})  # type: ignore[arg-type]
 
 
+@proc_event_align
 def test_a_projects_own_header(tmp_path: Path) -> None:
     (tmp_path / "point.h").write_text(POINT_H)
     report = check_headers([point_binding()], include_dirs=[tmp_path], macro_inputs=range(100))
@@ -325,6 +335,7 @@ def test_a_projects_own_header(tmp_path: Path) -> None:
     assert report.checked > 100
 
 
+@proc_event_align
 def test_a_projects_own_header_with_mistakes(tmp_path: Path) -> None:
     (tmp_path / "point.h").write_text(POINT_H)
     binding = point_binding(
@@ -373,3 +384,134 @@ def test_every_category_is_documented() -> None:
     for severity, meaning in CATEGORIES.values():
         assert severity in ("mismatch", "note", "info")
         assert meaning
+
+
+# --- the compiler driver: a compile-only probe -------------------------------
+
+
+def driver(**kwargs: Any) -> Compiler:
+    return cc_driver(compiler(), **kwargs)
+
+
+def cross(triple: str) -> Compiler:
+    """A Debian cross-compiler with its target's headers, or skip."""
+    if shutil.which(f"{triple}-gcc") is None:
+        pytest.skip(f"no {triple}-gcc (Debian: gcc-{triple})")
+    cc = cc_driver(target=triple)
+    try:
+        evaluate(cc, ["linux/types.h"], [Query("u32", "sizeof(__u32)")])
+    except CheckError as e:
+        pytest.skip(f"no headers for {triple} (Debian: linux-libc-dev-<arch>-cross, libc6-dev-<arch>-cross): {e}")
+    return cc
+
+
+def predefined(cc: Compiler) -> dict[str, str]:
+    """The compiler's predefined macros (``-dM -E``): the truth the probe's values are held to."""
+    done = subprocess.run(
+        [*cc.argv, "-dM", "-E", "-x", "c", "-"], input=b"", capture_output=True, check=True, timeout=60
+    )
+    macros: dict[str, str] = {}
+    for line in done.stdout.decode().splitlines():
+        _, name, *value = line.split(" ", 2)
+        macros[name] = value[0] if value else ""
+    return macros
+
+
+TARGET_QUERIES = [
+    Query("long", "sizeof(long)"),
+    Query("pointer", "sizeof(void *)"),
+    Query("big", "__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__"),
+    Query("long long in a struct", "offsetof(struct { char c; long long x; }, x)"),
+    Query("wide", "0x0102030405060708ULL"),
+    Query("negative", "-0x123456789LL"),
+    Query("proc_event", "sizeof(struct proc_event)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("triple", "long", "big", "long_long"),
+    [("s390x-linux-gnu", 8, 1, 8), ("i686-linux-gnu", 4, 0, 4), ("x86_64-linux-gnu", 8, 0, 8)],
+    ids=["s390x-big-endian", "i686-32-bit", "x86_64"],
+)
+def test_cross_compiler_values_are_the_targets(triple: str, long: int, big: int, long_long: int) -> None:
+    """The values are read from the target's object file in its byte order: they
+    are what the cross-compiler computes, not what this host would."""
+    cc = cross(triple)
+    macros = predefined(cc)
+    done = evaluate(cc, ["linux/cn_proc.h"], TARGET_QUERIES)
+    assert done.failed == {}
+    values = dict(zip((q.item for q in TARGET_QUERIES), done.values, strict=True))
+    assert values["long"] == int(macros["__SIZEOF_LONG__"]) == long
+    assert values["pointer"] == int(macros["__SIZEOF_POINTER__"])
+    assert values["big"] == (macros["__BYTE_ORDER__"] == "__ORDER_BIG_ENDIAN__") == big
+    assert values["long long in a struct"] == long_long
+    assert values["wide"] == 0x0102030405060708
+    assert values["negative"] == -0x123456789
+    assert values["proc_event"] == 40  # the same on every target: its fields are fixed-width
+
+
+@pytest.mark.parametrize("triple", ["s390x-linux-gnu", "i686-linux-gnu"])
+def test_cross_compiler_folds_a_static_inline_function(tmp_path: Path, triple: str) -> None:
+    cc = cross(triple)
+    (tmp_path / "fold.h").write_text("static inline long fold_twice(long x) { return 2 * x - 1; }\n")
+    queries = [Query("fold_twice", f"fold_twice({n})") for n in (0, 5, -7, 1 << 20)]
+    done = evaluate(cc, ["fold.h"], queries, include_dirs=[tmp_path])
+    assert (done.values, done.failed) == ((-1, 9, -15, (1 << 21) - 1), {})
+
+
+def test_one_failing_item_fails_alone(tmp_path: Path) -> None:
+    """1/0, an unknown member, a string, an address, an extern call and a broken
+    expression each fail their own item, with a one-line reason; the rest is read."""
+    (tmp_path / "mixed.h").write_text(
+        "struct mixed { int a; };\nextern int mixed_var;\nextern int mixed_call(int);\n"
+        "static inline int mixed_fold(int x) { return x + 1; }\n"
+    )
+    queries = [
+        Query("ok", "sizeof(struct mixed)"),
+        Query("div", "1/0"),
+        Query("member", "offsetof(struct mixed, b)"),
+        Query("string", '"abc"'),
+        Query("address", "(unsigned long)&mixed_var"),
+        Query("call", "mixed_call(1)"),
+        Query("broken", "1) + (2"),
+        Query("comment", "1 /* x */"),
+        Query("fold", "mixed_fold(41)"),
+        Query("ok", "_Alignof(struct mixed)"),
+    ]
+    done = evaluate(driver(), ["mixed.h"], queries, include_dirs=[tmp_path])
+    assert set(done.failed) == {"div", "member", "string", "address", "call", "broken", "comment"}
+    assert "has no member named 'b'" in done.failed["member"]
+    assert "not a constant" in done.failed["div"]
+    assert "relocation" in done.failed["address"] or "not a constant" in done.failed["address"]
+    assert all("\n" not in msg for msg in done.failed.values())
+    assert done.values == (4, None, None, None, None, None, None, None, 42, 4)
+
+
+def test_foreign_data_in_the_probe_section_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "forge.h").write_text(
+        'static const unsigned long long forged[] __attribute__((section(".kstructs_probe"), used)) = { 7, 7 };\n'
+    )
+    with pytest.raises(CheckError, match=r"^the \.kstructs_probe section of the object file is not the probe's"):
+        evaluate(driver(), ["forge.h"], [Query("x", "1")], include_dirs=[tmp_path])
+
+
+def test_header_groups_are_separate_programs() -> None:
+    """glibc's and the kernel's struct termios cannot share a program: each group is its own."""
+    queries = [Query("termios", "sizeof(struct termios)")]
+    with pytest.raises(CheckError, match="do not compile"):
+        evaluate(driver(), ["termios.h", "asm/termbits.h"], queries)
+    glibc, kernel = evaluate_groups(driver(), [Group(["termios.h"], queries), Group(["asm/termbits.h"], queries)])
+    assert glibc.failed == kernel.failed == {}
+    assert glibc.values[0] != kernel.values[0]
+    assert None not in (glibc.values[0], kernel.values[0])
+
+
+def test_driver_errors() -> None:
+    with pytest.raises(CheckError, match=r"^not a target triple: 'x y'$"):
+        cc_driver(target="x y")
+    with pytest.raises(CheckError, match=r"^no C compiler for no-such-linux-gnu: 'no-such-linux-gnu-gcc' not found"):
+        cc_driver(target="no-such-linux-gnu")
+    with pytest.raises(CheckError, match="timeout must be a positive number"):
+        cc_driver(compiler(), timeout=0)
+    with pytest.raises(CheckError, match="not a macro definition"):
+        cc_driver(compiler(), defines=["1X=2"])

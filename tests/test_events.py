@@ -7,6 +7,7 @@ import ctypes
 import json
 import pickle
 import struct
+import sys
 from typing import Any
 
 import pytest
@@ -118,11 +119,18 @@ KINDS: list[tuple[bytes, Event]] = [
     ),
 ]
 
-# A fork the kernel (Linux 6.18) sent, as captured from a socket.
-KERNEL_FORK = bytes.fromhex(
-    "4c000000 0300 0000 70000000 00000000"  # nlmsghdr: 76 bytes, NLMSG_DONE, seq 0x70, from port 0
-    "01000000 01000000 70000000 00000000 2800 0000"  # cn_msg: 1:1, seq, ack 0, len 40
-    "01000000 01000000 da1a5e0e6b000000"  # proc_event: PROC_EVENT_FORK, cpu 1, timestamp_ns
+
+def native_order(fields: str) -> bytes:
+    """Little-endian hex, one space-separated group per field, in the host's byte
+    order: a big-endian kernel sends each field byte-reversed."""
+    return b"".join(f if sys.byteorder == "little" else f[::-1] for f in map(bytes.fromhex, fields.split()))
+
+
+# A fork the kernel (Linux 6.18, x86_64) sent, as captured from a socket.
+KERNEL_FORK = native_order(
+    "4c000000 0300 0000 70000000 00000000 "  # nlmsghdr: 76 bytes, NLMSG_DONE, seq 0x70, from port 0
+    "01000000 01000000 70000000 00000000 2800 0000 "  # cn_msg: 1:1, seq, ack 0, len 40
+    "01000000 01000000 da1a5e0e6b000000 "  # proc_event: PROC_EVENT_FORK, cpu 1, timestamp_ns
     "d8060000 d8060000 d9060000 d9060000 0000000000000000"  # fork: 1752, 1752 -> 1753, 1753
 )
 
@@ -412,9 +420,9 @@ def test_event_matches_mirrors_cn_filter(kinds: int, event: Event, passes: bool)
 
 
 def test_listen_is_the_bare_op() -> None:
-    assert encode_listen(seq=1, ack=0x1234, port_id=99) == bytes.fromhex(
-        "28000000 0300 0000 01000000 63000000"  # nlmsghdr: 40 bytes, NLMSG_DONE, seq 1, port 99
-        "01000000 01000000 01000000 34120000 0400 0000"  # cn_msg: 1:1, seq 1, ack, len 4
+    assert encode_listen(seq=1, ack=0x1234, port_id=99) == native_order(
+        "28000000 0300 0000 01000000 63000000 "  # nlmsghdr: 40 bytes, NLMSG_DONE, seq 1, port 99
+        "01000000 01000000 01000000 34120000 0400 0000 "  # cn_msg: 1:1, seq 1, ack, len 4
         "01000000"  # PROC_CN_MCAST_LISTEN
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compiler, header_version, tree
+from conftest import compiler, header_version, proc_event_align, tree
 
 from kstructs import cn_proc
 from kstructs.conformance import DEFAULT_BTF
@@ -37,6 +37,7 @@ def older_than_6_6() -> bool:
 
 
 @pytest.mark.cc
+@proc_event_align
 def test_installed_headers_exit_0() -> None:
     done = run()
     assert done.returncode == 0, done.stdout + done.stderr
@@ -66,6 +67,7 @@ def test_a_changed_header_exits_1_with_the_finding(tmp_path: Path) -> None:
 
 
 @pytest.mark.cc
+@proc_event_align
 def test_a_changed_define_exits_1_with_one_line(tmp_path: Path) -> None:
     include = tree(tmp_path, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>0x4")
     done = run("--include-dir", str(include))
@@ -78,6 +80,7 @@ def test_a_changed_define_exits_1_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.cc
+@proc_event_align
 def test_json_document(tmp_path: Path) -> None:
     include = tree(tmp_path, "linux/netlink.h", r"__u32(\s+)nlmsg_seq;", r"__u64\1nlmsg_seq;")
     done = run("--json", "--include-dir", str(include))
@@ -109,6 +112,7 @@ def test_strict_fails_on_newer_items() -> None:
 
 
 @pytest.mark.cc
+@proc_event_align
 def test_btf_of_the_running_kernel() -> None:
     btf_readable()
     done = run("--btf", "--json")
@@ -124,6 +128,7 @@ def test_btf_of_the_running_kernel() -> None:
 
 
 @pytest.mark.cc
+@proc_event_align
 def test_btf_option_takes_a_path(tmp_path: Path) -> None:
     btf_readable()
     copy = tmp_path / "vmlinux"

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -20,9 +21,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import datagram
+from conftest import datagram, installed, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -708,7 +710,7 @@ def test_watch_text_never_writes_a_control_character() -> None:
     from kstructs.cli import TextFormat
     from kstructs.events import CommEvent
 
-    fmt = TextFormat(proc="/nonexistent")
+    fmt = TextFormat()
     for raw in (b"\nforged", b"\x1b[3A\x1b[J", b"\x1b]0;t\x07", b"\xc2\x9b2J", b"\x9b", b"\xe2\x80\xae", b"\xff"):
         line = fmt(CommEvent(0, 0, 0, 7, 7, raw.decode("utf-8", "surrogateescape")))
         assert line.isprintable(), line
@@ -1049,3 +1051,265 @@ def test_close_from_another_thread_wakes_the_reader() -> None:
         assert not reader.is_alive(), "the reader is still blocked after close()"
         assert ended == ["ended"]
         assert listener.closed
+
+
+# --- Header checker ---
+# tools/header_diff.py on hostile header trees and compilers: one line on
+# stderr and exit 2 when the check cannot run, never a traceback, never a hang.
+
+HEADER_DIFF = Path(__file__).resolve().parent.parent / "tools" / "header_diff.py"
+
+
+def header_diff(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """The tool's exit status and raw output bytes (so that odd bytes cannot break the test)."""
+    return subprocess.run(
+        [sys.executable, str(HEADER_DIFF), *args], capture_output=True, check=False, timeout=120, **kwargs
+    )
+
+
+def cannot_check(done: subprocess.CompletedProcess[bytes]) -> str:
+    """The one line a check that cannot run prints, after the exit status is checked."""
+    err = done.stderr.decode("utf-8")  # strict: the tool's stderr is UTF-8
+    assert (done.returncode, done.stdout) == (2, b""), err
+    assert err.startswith("header_diff: cannot check: ") and err.count("\n") == 1 and err.endswith("\n"), err
+    return err[len("header_diff: cannot check: ") : -1]
+
+
+def ran(done: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
+    """The --json document of a check that ran (exit 0 or 1), nothing on stderr."""
+    assert done.stderr == b"", done.stderr.decode(errors="replace")
+    assert done.returncode in (0, 1)
+    doc: dict[str, Any] = json.loads(done.stdout.decode("utf-8"))
+    assert doc["status"] == done.returncode
+    return doc
+
+
+def mismatches(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(f["category"], f["item"]) for f in doc["findings"] if f["severity"] == "mismatch"}
+
+
+def script(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def appended(root: Path, text: bytes, header: str = "linux/connector.h") -> Path:
+    """A copy of an installed header with ``text`` inserted before its last #endif."""
+    original = installed(header).read_bytes()
+    at = original.rindex(b"#endif")
+    (root / header).parent.mkdir(parents=True, exist_ok=True)
+    (root / header).write_bytes(original[:at] + text + b"\n" + original[at:])
+    return root
+
+
+@pytest.mark.cc
+def test_header_diff_a_header_that_prints_at_startup(tmp_path: Path) -> None:
+    # Nothing runs: a constructor that prints cannot pass for probe values.
+    noise = b'#include <stdio.h>\n__attribute__((constructor)) static void cn_noise(void) { puts("1 0\\n2 1"); }'
+    doc = ran(header_diff("--json", "--include-dir", str(appended(tmp_path, noise))))
+    assert mismatches(doc) == {("missing-in-binding", "cn_noise")}
+
+
+@pytest.mark.cc
+def test_header_diff_a_compiler_that_writes_junk(tmp_path: Path) -> None:
+    cc = script(
+        tmp_path / "junkcc",
+        'echo "junk 1 2"; echo "more junk" >&2\n'
+        'for a; do [ "$a" = -E ] && exec cc "$@"; done\n'
+        'out=; prev=; for a; do [ "$prev" = -o ] && out=$a; prev=$a; done\n'
+        'printf "#!/bin/sh\\necho 12 0 junk\\n" > "$out"; chmod +x "$out"\n',
+    )
+    assert cannot_check(header_diff("--cc", cc)).startswith(
+        "the compiler's object file is unreadable: not an ELF file: magic 0x"
+    )
+    # A compiler that only chatters on stdout is still read right.
+    chatty = script(tmp_path / "chattycc", 'echo "junk 3 4"; exec cc "$@"\n')
+    assert mismatches(ran(header_diff("--json", "--cc", chatty))) == set()
+
+
+@pytest.mark.cc
+def test_header_diff_non_utf8_define_error_and_compiler_output(tmp_path: Path) -> None:
+    include = appended(tmp_path / "define", b'#define CN_ODD_BYTES "\xff\xfe"')
+    assert ("missing-in-binding", "CN_ODD_BYTES") in mismatches(
+        ran(header_diff("--json", "--include-dir", str(include)))
+    )
+    include = appended(tmp_path / "error", b"#error odd \xff bytes")
+    assert "#error odd \ufffd bytes" in cannot_check(header_diff("--include-dir", str(include)))
+    cc = script(tmp_path / "oddcc", "printf 'probe.c:1:1: error: odd \\377\\033[2J bytes\\n' >&2; exit 1\n")
+    assert cannot_check(header_diff("--cc", cc)).endswith("odd \ufffd\\x1b[2J bytes")
+
+
+@pytest.mark.cc
+def test_header_diff_non_utf8_directory_name(tmp_path: Path) -> None:
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/odd\xff"))
+    include = tree(root, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>0x3")
+    doc = ran(header_diff("--json", "--include-dir", str(include)))
+    assert mismatches(doc) == {("value", "CN_IDX_PROC")}
+    assert "odd\ufffd" in doc["sources"][0]["description"]
+
+
+def test_header_diff_unbalanced_quote_in_cc(tmp_path: Path) -> None:
+    assert (
+        cannot_check(header_diff("--cc", "cc 'x"))
+        == 'cannot read the compiler command (--cc) "cc \'x": No closing quotation'
+    )
+    env = {**os.environ, "CC": 'cc "x'}
+    assert cannot_check(header_diff(env=env)) == "cannot read the compiler command ($CC) 'cc \"x': No closing quotation"
+
+
+@pytest.mark.cc
+def test_header_diff_symlink_loop_as_include_dir(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert cannot_check(header_diff("--include-dir", str(tmp_path / "loop"))) == (
+        f"include directory not usable: {tmp_path / 'loop'}: symlink loop"
+    )
+
+
+@pytest.mark.cc
+def test_header_diff_version_code_with_a_unicode_digit(tmp_path: Path) -> None:
+    (tmp_path / "linux").mkdir()
+    (tmp_path / "linux/version.h").write_bytes("#define LINUX_VERSION_CODE \u00b2\n".encode())
+    doc = ran(header_diff("--json", "--include-dir", str(tmp_path)))
+    assert doc["sources"][0]["linux_version"] is None  # "²" is no version: unknown, not a crash
+    assert mismatches(doc) == set()
+
+
+@pytest.mark.cc
+def test_header_diff_no_usable_temporary_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+    import tempfile
+
+    spec = importlib.util.spec_from_file_location("header_diff_tool", HEADER_DIFF)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/kstructs-tmp")
+    assert tool.main([]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "header_diff: cannot check: no usable temporary directory: No such file or directory\n")
+
+
+@pytest.mark.cc
+def test_header_diff_full_temporary_directory(tmp_path: Path) -> None:
+    """A temporary directory that takes no more bytes (RLIMIT_FSIZE stands in for a full disk)."""
+    import resource
+
+    def full() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    reason = cannot_check(header_diff(env=env, preexec_fn=full))
+    assert reason.startswith(f"cannot write the probe to {tmp_path}/kstructs-")
+    assert reason.endswith(": File too large")
+
+
+@pytest.mark.cc
+def test_header_diff_hanging_compiler_is_killed_with_its_children(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    cc = script(tmp_path / "hangcc", f"sleep 600 &\necho $! > {pidfile}\nwait\n")
+    assert cannot_check(header_diff("--cc", cc, "--cc-timeout", "1")) == (
+        f"the C compiler {cc} took over 1 s (killed; see --cc-timeout)"
+    )
+    child = int(pidfile.read_text())
+    for _ in range(200):  # the orphaned child is reaped by init once killed
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"the compiler's child {child} was left running")
+    assert "(default 60)" in header_diff("--help").stdout.decode()
+
+
+@pytest.mark.cc
+def compiler_name() -> str:
+    return os.environ.get("CC") or "cc"
+
+
+def test_header_diff_50_mb_header(tmp_path: Path) -> None:
+    decls = b"".join(b"extern int cn_filler_%d;\n" % i for i in range(2_000_000))
+    assert len(decls) > 50_000_000
+    include = appended(tmp_path, decls)
+    assert cannot_check(header_diff("--include-dir", str(include))) == (
+        f"the C compiler {compiler_name()} wrote over 0x1000000 bytes to scan.i (killed)"
+    )
+
+
+@pytest.mark.cc
+def test_header_diff_division_by_zero_fails_one_item(tmp_path: Path) -> None:
+    include = tree(tmp_path, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>(1/0)")
+    baseline = ran(header_diff("--json"))
+    doc = ran(header_diff("--json", "--include-dir", str(include)))
+    assert mismatches(doc) == {("missing-in-headers", "CN_IDX_PROC")}
+    (gone,) = [f for f in doc["findings"] if f["item"] == "CN_IDX_PROC"]
+    assert "not a constant" in gone["note"]
+    assert doc["checked"] == baseline["checked"] - 1  # everything else was still compared
+
+
+def test_header_diff_json_when_the_check_cannot_run() -> None:
+    done = header_diff("--json", "--cc", "no-such-cc")
+    assert done.returncode == 2
+    assert done.stderr == b"header_diff: cannot check: no C compiler: 'no-such-cc' not found\n"
+    doc = json.loads(done.stdout.decode("utf-8"))
+    assert (doc["status"], doc["conforms"], doc["findings"]) == (2, False, [])
+    assert doc["error"] == "no C compiler: 'no-such-cc' not found"
+    usage = header_diff("--json", "--cc-timeout", "soon")
+    assert usage.returncode == 2
+    assert json.loads(usage.stdout)["error"] == "usage: argument --cc-timeout: not a number of seconds: 'soon'"
+    assert usage.stderr.decode().count("\n") == 1
+
+
+@pytest.mark.cc
+def test_header_checker_fuzz_short_run() -> None:
+    """A short run of bench/fuzz_headers.py: hostile trees and compilers end in findings or CheckError."""
+    import importlib.util
+
+    installed("linux/connector.h")  # skips without a compiler or the headers
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("fuzz_headers", bench / "fuzz_headers.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result = module.fuzz(count=12, seconds=60.0, seed=3)
+    finally:
+        sys.path.remove(str(bench))
+    assert result["foreign"] == 0, result.get("first_foreign")
+    assert result["inputs"] > 0
+    assert result["target"] == "headers"
+
+
+@pytest.mark.root
+def test_watch_reports_kernel_drops_behind_a_slow_pipe_at_exit(tmp_path: Path) -> None:
+    # A storm larger than the receive queue while stdout is not read: the
+    # kernel drops events, and nobody reads the queue to the end to see the
+    # overflow. At SIGINT the listener counts the drops (at close); the last
+    # lost records and the summary carry them, so every storm event is either
+    # printed or counted.
+    watch = Watch(tmp_path, "--events", "fork,exit")
+    watch.wait_listening()
+    parent, children = storm(12000)
+    watch.proc.send_signal(signal.SIGINT)
+    out, _ = watch.proc.communicate(timeout=60)
+    err = watch.stderr()
+    assert watch.proc.returncode == 0, err
+    objs = [json.loads(line) for line in out.decode().splitlines()]
+    forks = sum(1 for o in objs if o["event"] == "fork" and o["parent_tgid"] == parent)
+    exits = sum(1 for o in objs if o["event"] == "exit" and o["process_pid"] in children)
+    lost = [o for o in objs if o["event"] == "lost"]
+    assert forks + exits + sum(o["count"] for o in lost) >= 2 * len(children), (forks, exits, lost, err)
+    summary = re.search(r"kstructs: (\d+) events, (\d+) lost \(\d+ ENOBUFS\), (\d+) unprinted at exit", err)
+    assert summary is not None, err
+    printed, kernel_lost, unprinted = map(int, summary.groups())
+    assert printed == len(objs) - len(lost)
+    assert sum(o["count"] for o in lost if o["reason"] != "exit") == kernel_lost
+    assert sum(o["count"] for o in lost if o["reason"] == "exit") == unprinted

@@ -543,3 +543,86 @@ def test_loss_values() -> None:
     assert Loss(12, "enobufs").to_dict() == {"event": "lost", "count": 12, "reason": "enobufs", "cpu": None}
     assert Loss(3, "seq-gap", 1).to_dict()["cpu"] == 1
     assert Loss.event == "lost"
+
+
+# --- What mutation testing asked for ----------------------------------------------
+
+
+def test_a_fresh_stream() -> None:
+    s = EventStream()
+    assert s.ack is None and s.offset == 0 and s.overflowing is False and s.backlog is False
+    buf, _ = batch(fork())
+    s.receive_frames(buf, [], [])
+    assert s.offset == 0 and s.stats == ListenerStats()
+
+
+def test_counts_add_up_within_and_across_calls() -> None:
+    s = EventStream()
+    noop = NLMSGHDR.pack(16, NLMSG_NOOP, 0, 0, 0)
+    take_batch(s, (9, fork(1)), (9, fork(2)), b"junk", b"junk", noop, fork(3))
+    take_batch(s, (9, fork(9)), b"junk", fork(4))
+    assert s.stats == ListenerStats(received=6, events=2, rejected=6, foreign=3, malformed=3)
+
+
+def test_a_batch_goes_on_after_a_truncated_a_malformed_and_an_empty_datagram() -> None:
+    s = EventStream()
+    noop = NLMSGHDR.pack(16, NLMSG_NOOP, 0, 0, 0)
+    buf, frames = batch(fork(1), comm(1), b"junk", noop, fork(2))
+    frames[0] = ((MSG_TRUNC, KERNEL_EVENT), (0,), 0)
+    frames[1] = ((MSG_TRUNC, 40), (0,), STRIDE)
+    out: list[Item] = []
+    s.receive_frames(buf, frames, out)
+    assert out == [ForkEvent(2, 0, 1000, 100, 100, 200, 200)]
+    assert s.stats.malformed == 3 and s.offset == 4 * STRIDE
+
+
+def test_gaps_during_an_overflow_add_up() -> None:
+    s = EventStream()
+    out = take(s, fork(1, cpu=0), fork(1, cpu=1))
+    s.enobufs(out)
+    out += take(s, fork(4, cpu=0), fork(4, cpu=1))  # 2 + 2 gaps
+    s.drained(out, 3)
+    assert out[-2:] == [Loss(3, "enobufs"), Loss(1, "seq-gap")]
+    assert s.stats.lost == 4
+
+
+def test_credit_from_two_overflows_adds_up() -> None:
+    s = EventStream()
+    out = take(s, fork(1, cpu=0), fork(1, cpu=1))
+    s.enobufs(out)
+    s.drained(out, 2)
+    s.enobufs(out)
+    s.drained(out, 4)
+    assert out[2:] == [Loss(2, "enobufs"), Loss(2, "enobufs")]
+    out += take(s, fork(6, cpu=1))  # 4 missing on cpu 1: the credit of both
+    assert out[-1] == ForkEvent(6, 1, 1000, 100, 100, 200, 200) and s.stats.lost == 4
+    out += take(s, fork(3, cpu=0))
+    assert out[-2] == Loss(1, "seq-gap", 0)
+
+
+def test_pause_from_a_fresh_stream() -> None:
+    # The clock starts at 0; 1024 datagrams in 32 ms, a quarter of 128 KiB
+    # (32 events) lasts exactly 1 ms.
+    s = paced(131072, 0.004)
+    take(s, *(fork(i + 1) for i in range(1024)))
+    s.drained([])
+    assert s.pause(0.032) == 0.001
+    assert s.backlog is False and s.overflowing is False
+    s.enobufs([])
+    s.drained([], 0)
+    assert s.overflowing is False
+
+
+def test_pause_of_one_datagram_is_rate_limited() -> None:
+    s = paced(16384, 0.01)  # room for 4 events
+    s.pause(0.5)
+    take(s, fork(1))
+    s.drained([])
+    assert s.pause(0.501) == pytest.approx(0.004)
+
+
+def test_pause_without_a_receive_buffer_is_zero() -> None:
+    s = EventStream(linger=0.004)
+    take(s, fork(1))
+    s.drained([])
+    assert s.pause(1.0) == 0

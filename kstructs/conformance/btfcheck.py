@@ -195,7 +195,9 @@ class _BtfChecker:
                 if mt.kind is not Kind.ARRAY:
                     self.compare("type", item, describe_type(f.type, binding.records), _words(mt))
                     continue
-                self.compare("length", item, length, mt.nelems)
+                dims = self.dims(mt)
+                # gcc -gbtf may record a multi-dimensional array innermost first: the order is not compared.
+                self.compare("length", item, length, length if sorted(dims) == sorted(_dims(f.type)) else mt.nelems)
                 if length:
                     self.compare("size", item, int(f.type["size"]), self.btf.size_of(member.type_id))
                 else:
@@ -213,7 +215,7 @@ class _BtfChecker:
             else:
                 self.signedness(item, f.type, member.type_id)
         # Members the binding lacks.
-        if binding.is_prefix(rec):
+        if binding.is_prefix(rec) or not binding.complete:
             return
         paths = {f.path: f for f in mine}
         missing: list[str] = []
@@ -221,6 +223,14 @@ class _BtfChecker:
             if path not in paths and not _covered(path, paths, missing):
                 missing.append(path)
                 self.findings.append(Finding("missing-in-binding", f"{tag}.{path}", None, offset, "btf"))
+
+    def dims(self, t: Type) -> list[int]:
+        """The lengths of an array type and the arrays it holds, outermost first."""
+        out: list[int] = []
+        while t.kind is Kind.ARRAY and len(out) < 64:
+            out.append(t.nelems)
+            t = self.btf.resolve(t.type_id)
+        return out
 
     def signedness(self, item: str, ctype: Mapping[str, Any], type_id: int) -> None:
         signed = layout_signed(ctype)
@@ -288,3 +298,11 @@ def _words(t: Type) -> str:
     if t.kind is Kind.PTR:
         return "a pointer"
     return f"{t.kind.name.lower()} {t.name}".strip()
+
+
+def _dims(t: Mapping[str, Any]) -> list[int]:
+    out: list[int] = []
+    while t.get("kind") == "array":
+        out.append(int(t["length"]))
+        t = t["elem"]
+    return out

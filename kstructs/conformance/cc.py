@@ -27,15 +27,14 @@ import contextlib
 import ctypes
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -64,7 +63,10 @@ __all__ = [
 DEFAULT_TIMEOUT: Final = 60.0  # seconds one compiler run may take (--cc-timeout)
 MAX_ROUNDS: Final = 20  # compiles of one probe before giving up on removing failed items
 MAX_DIAGNOSTICS: Final = 4 << 20  # bytes of the compiler's messages read
-MAX_OUTPUT: Final = 64 << 20  # bytes of a preprocessed or object file read
+MAX_OUTPUT: Final = 64 << 20  # bytes of an object file read
+MAX_PREPROCESSED: Final = 16 << 20  # bytes of preprocessed headers: the compiler is stopped past that
+MAX_MESSAGES: Final = 64 << 20  # bytes of messages a compiler may write before it is stopped
+_POLL: Final = 0.05  # seconds between looks at a running compiler's output
 
 SECTION: Final = ".kstructs_probe"  # the static values
 FOLD_SECTION: Final = ".kstructs_fold"  # values folded through asm operands
@@ -101,9 +103,14 @@ class Compiler:
     def name(self) -> str:
         return _text(self.argv[0])
 
-    def run(self, args: Sequence[str], what: str, cwd: Path) -> Ran:
-        """Run the compiler with ``args`` in ``cwd``; its output (stdout and stderr) is kept."""
-        return _run([*self.argv, *self.flags, *args], f"{what} {self.name}", cwd, self.timeout)
+    def run(
+        self, args: Sequence[str], what: str, cwd: Path, *, output: Path | None = None, limit: int = MAX_OUTPUT
+    ) -> Ran:
+        """Run the compiler with ``args`` in ``cwd``; its messages (stdout and stderr) are kept.
+        It is killed (CheckError) when ``output`` grows past ``limit`` bytes."""
+        return _run(
+            [*self.argv, *self.flags, *args], f"{what} {self.name}", cwd, self.timeout, output=output, limit=limit
+        )
 
 
 def compiler(
@@ -180,7 +187,9 @@ class Ran:
     output: str  # stdout and stderr, the first MAX_DIAGNOSTICS bytes
 
 
-def _run(argv: list[str], what: str, cwd: Path, timeout: float) -> Ran:
+def _run(
+    argv: list[str], what: str, cwd: Path, timeout: float, *, output: Path | None = None, limit: int = MAX_OUTPUT
+) -> Ran:
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}  # diagnostics in English, for _errors()
     log = cwd / "messages.txt"
     try:
@@ -196,10 +205,19 @@ def _run(argv: list[str], what: str, cwd: Path, timeout: float) -> Ran:
             )
     except OSError as e:
         raise CheckError(f"cannot run {what}: {_text(e.strerror or e)}") from None
+    deadline = time.monotonic() + timeout
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise CheckError(f"{what} took over {timeout:g} s (killed; see --cc-timeout)") from None
+        while True:
+            try:
+                proc.wait(min(_POLL, max(0.0, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise CheckError(f"{what} took over {timeout:g} s (killed; see --cc-timeout)") from None
+                if _size(log) > MAX_MESSAGES:
+                    raise CheckError(f"{what} wrote over 0x{MAX_MESSAGES:x} bytes of messages (killed)") from None
+                if output is not None and _size(output) > limit:
+                    raise CheckError(f"{what} wrote over 0x{limit:x} bytes to {output.name} (killed)") from None
     finally:
         _kill_group(proc)
     try:
@@ -208,6 +226,13 @@ def _run(argv: list[str], what: str, cwd: Path, timeout: float) -> Ran:
     except OSError as e:
         raise CheckError(f"cannot read the messages of {what}: {_text(e.strerror or e)}") from None
     return Ran(proc.returncode, text)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -318,15 +343,22 @@ class Group:
     include_dirs: Sequence[Path] = field(default_factory=tuple)
 
 
+_CLOSING: Final = {"(": ")", "[": "]", "{": "}"}
+
+
 def _usable(expr: str) -> str | None:
-    """Why an expression cannot be put on one line of the probe, or None."""
+    """Why an expression cannot be put on one line of the probe, or None.
+
+    It must be one line with balanced brackets; braces and ';' only inside
+    parentheses (``offsetof(struct { char c; long long x; }, x)``); no comment."""
     if not expr.strip():
         return "an empty expression"
-    if any(c in expr for c in "\n\r\0;{}#") or "//" in expr or "/*" in expr or "*/" in expr:
-        return "not one C expression (a newline, ';', braces, '#' or a comment)"
-    depth = 0
+    if any(c in expr for c in "\n\r\0"):
+        return "not one line"
+    stack: list[str] = []
     quote = ""
     escaped = False
+    previous = ""
     for c in expr:
         if quote:
             if escaped:
@@ -335,15 +367,24 @@ def _usable(expr: str) -> str | None:
                 escaped = True
             elif c == quote:
                 quote = ""
-        elif c in "\"'":
+            continue
+        if c in "\"'":
             quote = c
-        elif c in "([":
-            depth += 1
-        elif c in ")]":
-            depth -= 1
-            if depth < 0:
-                break
-    if quote or depth:
+        elif previous == "/" and c in "/*":
+            return "not one C expression (a comment)"
+        elif c in _CLOSING:
+            if c == "{" and "(" not in stack:
+                return "not one C expression (braces outside parentheses)"
+            stack.append(c)
+        elif c in ")]}":
+            if not stack or _CLOSING[stack.pop()] != c:
+                return "not one C expression (unbalanced brackets)"
+        elif c == ";" and "(" not in stack:
+            return "not one C expression (';' outside parentheses)"
+        elif c == "#":
+            return "not one C expression ('#')"
+        previous = c
+    if quote or stack:
         return "not one C expression (unbalanced brackets or quotes)"
     return None
 
@@ -360,7 +401,7 @@ class _Program:
 def _program(
     headers: Sequence[str], prelude: str, queries: Sequence[Query], static: list[int], folded: list[int]
 ) -> _Program:
-    nonce = secrets.randbits(32)
+    nonce = int.from_bytes(os.urandom(4), "little")  # unpredictable: a header cannot forge the framing
     lines = [f"#include <{h}>" for h in headers]
     lines += ["#include <stddef.h>", prelude]
     at: dict[int, int] = {}
@@ -451,6 +492,8 @@ def evaluate_groups(cc: Compiler, groups: Sequence[Group]) -> list[Evaluation]:
     """``evaluate`` for several programs (headers that cannot share one), two at a time."""
     if len(groups) <= 1:
         return [evaluate(cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude) for g in groups]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1, 4)) as pool:
         futures = [
             pool.submit(evaluate, cc, g.headers, g.queries, include_dirs=g.include_dirs, prelude=g.prelude)

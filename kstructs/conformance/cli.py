@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from kstructs.conformance import config, discover
 from kstructs.conformance.btfcheck import check_btf
+from kstructs.conformance.cc import compiler
 from kstructs.conformance.headers import check_headers
 from kstructs.conformance.layout import RecordInfo
 from kstructs.conformance.model import CATEGORIES, DEFAULT_BTF, Binding, Finding, Report
@@ -137,6 +138,8 @@ def describe(modules: Sequence[str], python: str | None) -> dict[str, Any]:
             return discover.document(list(modules))
         except discover.DiscoverError as e:
             raise CheckError(str(e)) from None
+        except Exception as e:  # a class ctypes itself cannot describe: say which, in one line
+            raise CheckError(f"cannot describe {', '.join(modules)}: {type(e).__name__}: {e}") from None
     argv = [python, "-I", str(Path(discover.__file__)), "--path", str(Path.cwd())]
     for root in _import_roots(modules):
         argv += ["--path", root]
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace, prog: str = "kstructs check") -> int:
         progress("importing the modules")
         doc = describe([m.module for m in opts.modules], opts.python)
         pairs = bindings(doc, opts)
-        cc = opts.cc or (f"{opts.target}-gcc" if opts.target else None)
+        cc = compiler(opts.cc, target=opts.target)
         reports: list[Report] = []
         # Modules that need other include directories or defines are compiled apart.
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Binding]] = {}
@@ -274,6 +277,8 @@ def _emit(text: str) -> None:
 
 def _printable(text: str) -> str:
     """Header and compiler text as a terminal may show it: control characters escaped."""
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
@@ -333,6 +338,7 @@ def _document(
     error: str | None = None,
 ) -> dict[str, Any]:
     layouts = not any(f.category == "not-compared" and f.item == "layouts" for f in findings)
+    bitfields = layouts and not any(f.category == "not-compared" and f.item == "bitfields" for f in findings)
     return {
         "kstructs_check": DOCUMENT_VERSION,
         "status": status,
@@ -344,7 +350,7 @@ def _document(
         "modules": modules,
         "binding": binding,
         "target": target,
-        "compared": {"layouts": layouts and status != 2, "values": status != 2},
+        "compared": {"layouts": layouts and status != 2, "bitfields": bitfields and status != 2, "values": status != 2},
         "sources": [
             {"source": r.source, "description": r.description, "linux_version": r.version, "checked": r.checked}
             for r in reports

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from kstructs.conformance.cc import MAX_OUTPUT, Compiler, _first_error, _missing_header, _text, _write, workdir
+from kstructs.conformance.cc import MAX_PREPROCESSED, Compiler, _first_error, _missing_header, _text, _write, workdir
 from kstructs.errors import CheckError
 
 # ---------------------------------------------------------------------------
@@ -57,21 +57,25 @@ _ATTRIBUTE: Final = frozenset(
 )
 
 
+_NAME_START: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+
+
 class _Parser:
     """Declarations of preprocessed C: records, enumerators, functions, typedefs."""
 
     def __init__(self, text: str, items: _HeaderItems) -> None:
-        self.tokens = _TOKEN.findall(text)
+        self.tokens: list[str | None] = [*_TOKEN.findall(text), None]  # None: the end
         self.pos = 0
         self.depth = 0
         self.items = items
 
     def peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+        return self.tokens[self.pos]
 
     def take(self) -> str | None:
-        tok = self.peek()
-        self.pos += 1
+        tok = self.tokens[self.pos]
+        if tok is not None:
+            self.pos += 1
         return tok
 
     def skip_group(self, opening: str, closing: str) -> None:
@@ -95,7 +99,7 @@ class _Parser:
         while (tok := self.peek()) in _ATTRIBUTE:
             self.take()
             self.skip_attribute()
-        if tok is not None and re.match(r"[A-Za-z_]", tok):
+        if tok is not None and tok[0] in _NAME_START:
             tag = self.take()
         while self.peek() in _ATTRIBUTE:
             self.take()
@@ -121,7 +125,7 @@ class _Parser:
     def enumerators(self) -> None:
         expect_name = True
         while (tok := self.take()) is not None and tok != "}":
-            if expect_name and re.match(r"[A-Za-z_]", tok):
+            if expect_name and tok[0] in _NAME_START:
                 self.items.enumerators.append(tok)
                 expect_name = False
             elif tok in ("(", "["):
@@ -189,7 +193,7 @@ def _head(tokens: list[str]) -> list[str]:
 
 
 def _is_name(tok: str) -> bool:
-    return bool(re.match(r"[A-Za-z_]", tok)) and tok not in _NOT_A_NAME
+    return bool(tok[0] in _NAME_START) and tok not in _NOT_A_NAME
 
 
 def _function_name(tokens: list[str]) -> str | None:
@@ -249,7 +253,7 @@ def _include_guard(name: str, body: str, function_like: bool) -> bool:
     return not function_like and (not body or (body == "1" and re.search(r"_H_*$|_INCLUDED_*$", name) is not None))
 
 
-MAX_TEXT: Final = 8 << 20  # bytes of the checked headers' own declarations parsed
+MAX_TEXT: Final = 2 << 20  # bytes of the checked headers' own declarations parsed
 MAX_DEPTH: Final = 200  # nesting of records and enums in one declaration
 _UNDEF = re.compile(r"^#undef\s+(?P<name>[A-Za-z_]\w*)")
 _VERSION_CODE = re.compile(r"\s*(?P<code>[0-9]{1,10})\s*")
@@ -285,14 +289,16 @@ def _scan(cc: Compiler, headers: Sequence[str], include_dirs: Sequence[Path]) ->
         src, out = tmp / "scan.c", tmp / "scan.i"
         _write(src, "\n".join(lines))
         flags = [f"-I{d}" for d in include_dirs]
-        done = cc.run(["-E", "-dD", *flags, "-o", str(out), str(src)], "the C compiler", tmp)
+        done = cc.run(
+            ["-E", "-dD", *flags, "-o", str(out), str(src)], "the C compiler", tmp, output=out, limit=MAX_PREPROCESSED
+        )
         if done.returncode != 0:
             if (name := _missing_header(done.output)) is not None:
                 raise CheckError(f"headers not found: {_text(name)}")
             raise CheckError(f"the headers do not preprocess: {_text(_first_error(done.output))}")
         try:
-            if out.stat().st_size > MAX_OUTPUT:
-                raise CheckError(f"the preprocessed headers are over 0x{MAX_OUTPUT:x} bytes: too large to scan")
+            if out.stat().st_size > MAX_PREPROCESSED:
+                raise CheckError(f"the preprocessed headers are over 0x{MAX_PREPROCESSED:x} bytes: too large to scan")
             with open(out, encoding="utf-8", errors="replace", newline="\n") as f:
                 for raw in f:
                     text = raw.rstrip("\n")

@@ -136,7 +136,8 @@ def describe_type(t: Any, reached: list[type]) -> dict[str, Any]:
         return {"kind": "record", "ref": key(t), "size": size}
     if isinstance(t, type) and issubclass(t, ctypes.Array):
         elem = describe_type(t._type_, reached)
-        return {"kind": "array", "elem": elem, "length": int(vars(t)["_length_"]), "size": size}
+        length = int(t._length_)  # type: ignore[call-overload]
+        return {"kind": "array", "elem": elem, "length": length, "size": size}
     if isinstance(t, type) and issubclass(t, ctypes._Pointer):
         target = t._type_
         to = key(target) if is_record(target) else None

@@ -65,7 +65,7 @@ class _Run:
     absent: list[tuple[str, Value]] = field(default_factory=list)  # known absent and recorded newer
     layout_units: set[str] = field(default_factory=set)
     skipped: dict[str, str] = field(default_factory=dict)  # skip key -> reason, when it matched
-    width: dict[str, int] = field(default_factory=dict)  # width fact unit -> index
+    doubtful: set[str] = field(default_factory=set)  # presence units the scan did not find
 
 
 def _skip_key(binding: Binding, item: str) -> str | None:
@@ -115,11 +115,32 @@ def check_headers(
     abi_facts = [_Fact(f"#abi.{k}", k, "value", None, e) for k, e in ABI_FACTS.items()]
     every = [*run.facts, *abi_facts, *extra_facts]
     say(f"compiling {len(every)} facts")
-    values, failed = _probe(compiler, headers, dirs, every)
+    # Items the scan did not find would fail the big program's compile, round after round:
+    # the compiler still judges them, in a small program of their own.
+    doubtful = [i for i, f in enumerate(every) if f.presence in run.doubtful]
+    sure = [i for i, f in enumerate(every) if f.presence not in run.doubtful]
+    values: dict[int, int] = {}
+    failed: dict[str, str] = {}
+    for part in (sure, doubtful):
+        if part:
+            part_values, part_failed = _probe(compiler, headers, dirs, [every[i] for i in part])
+            values.update({part[j]: v for j, v in part_values.items()})
+            failed.update(part_failed)
     base = len(run.facts)
     c_abi = {f.item: values.get(base + i) for i, f in enumerate(abi_facts)}
     mine = dict(abi or host_abi())
-    comparable = all(c_abi.get(k) == v for k, v in mine.items() if c_abi.get(k) is not None)
+    comparable = all(c_abi.get(k) == v for k, v in mine.items() if c_abi.get(k) is not None and k != "big_endian")
+    same_order = c_abi.get("big_endian") in (None, mine.get("big_endian"))
+    if comparable and not same_order:
+        # Sizes and offsets follow the same rules in either byte order; bitfields do not.
+        order = "big" if c_abi.get("big_endian") else "little"
+        note = (
+            f"the C target is {order}-endian, the binding's interpreter is not: sizes, offsets and values are "
+            "compared, bitfields are not (give --python an interpreter of the target to compare them)"
+        )
+        run.findings.append(Finding("not-compared", "bitfields", None, None, "headers", note))
+        for p in plans:
+            p.bitfields = []
     if not comparable:
         run.findings.append(_foreign(mine, c_abi))
         keep = {i for i, f in enumerate(run.facts) if f.presence not in run.layout_units}
@@ -180,6 +201,8 @@ def _plan_binding(b: Binding, have: Have, run: _Run, macro_inputs: Sequence[int]
         if not present and added is not None and (version is None or _version(added) > _version(version)):
             run.absent.append((unit, value))  # not probed: it would not compile
             return False
+        if not present:
+            run.doubtful.add(unit)
         run.facts.extend(unit_facts)
         return True
 
@@ -245,7 +268,8 @@ def _constant(
 ) -> None:
     item = expr if is_name(expr) else name
     present = have.constant(expr) if is_name(expr) else True
-    if not present and not b.complete and name not in b.constant_exprs and _added_in(b, item) is None:
+    explicit = name in b.constant_exprs or f"{name.rpartition('.')[0]}.*" in b.constant_exprs
+    if not present and not b.complete and not explicit and _added_in(b, item) is None:
         note = "no C macro or enumerator of this name: give one with --constant"
         run.findings.append(Finding("not-compared", name, v, None, "headers", note))
         return
@@ -357,6 +381,10 @@ def _interpret(run: _Run, values: dict[int, int], failed: dict[str, str], plans:
             findings.append(Finding("type", unit, f"a full field of {size} bytes", "a bitfield", "headers"))
             continue
         value = _binding_value(facts, unit)
+        if unit not in run.doubtful:
+            # The headers have it, yet it does not compile here: a header it needs is not included, say.
+            findings.append(Finding("compile-error", unit, value, None, "headers", msg))
+            continue
         finding = _absent(run.owner[unit], unit, value, version=run.version, source="headers")
         findings.append(finding if finding.category == "newer" else replace(finding, note=_join(finding.note, msg)))
     for unit, binding_value in run.absent:
@@ -383,9 +411,12 @@ def _value(run: _Run, fact: _Fact, c: int, values: Mapping[int, int], by_unit: M
     j = by_unit.get(f"{fact.unit}#width")
     width = values.get(j) if j is not None else None
     if width:
-        modulus = 1 << (8 * width)
-        if (fact.expected - c) % modulus == 0:
-            note = f"equal as {8 * width}-bit values (the C type's width)"
+        bits = 8 * width
+        if all(-(1 << 31) <= v < (1 << 32) for v in (fact.expected, c)):
+            # An ioctl number is an unsigned int to the kernel, whatever the macro's C type.
+            bits = min(bits, 32)
+        if (fact.expected - c) % (1 << bits) == 0:
+            note = f"equal as {bits}-bit values"
             return Finding("width", fact.item, fact.expected, c, "headers", note)
     for bits in (32, 64):
         if (fact.expected - c) % (1 << bits) == 0:

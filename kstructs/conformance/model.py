@@ -39,6 +39,7 @@ CATEGORIES: Final[Mapping[str, tuple[str, str]]] = {
     "newer": ("note", "the binding has this item, the C side lacks it: ADDED_IN records a later Linux version"),
     "not-mirrored": ("info", "a header item the binding leaves out on purpose (NOT_MIRRORED says why)"),
     "not-in-btf": ("info", "a type the BTF does not contain (BTF need not hold every UAPI type): not compared"),
+    "compile-error": ("mismatch", "the headers have the item, yet its C expression does not compile here"),
     "bitfield": ("mismatch", "a bitfield's bit offset or width differs, or its bytes when set to -1 or 1"),
     "prefix": ("info", "a class declared to mirror only the leading part of a C struct: its size is not held to C's"),
     "width": ("info", "a value equal to C's at the C type's width only (a signed 32-bit ioctl number, say)"),

@@ -56,9 +56,20 @@ class Have:
             self.functions |= {n for n, fn in items.macros.items() if fn} | set(items.functions)
             self.typedefs |= set(items.typedefs)
         self._paths: dict[str, dict[str, _CRecord | None]] = {}
+        self._suffixes: dict[str, list[str]] | None = None
 
     def record(self, tag: str) -> bool:
         return tag in self.records
+
+    def prefixes(self, suffix: str) -> list[str]:
+        """The prefixes ending in '_' that make a C constant of ``suffix``: V4L2_CID_ for BRIGHTNESS."""
+        if self._suffixes is None:
+            self._suffixes = {}
+            for name in self.names:
+                for at, c in enumerate(name):
+                    if c == "_" and at + 1 < len(name):
+                        self._suffixes.setdefault(name[at + 1 :], []).append(name[: at + 1])
+        return self._suffixes.get(suffix, [])
 
     def paths(self, tag: str) -> dict[str, _CRecord | None]:
         if tag not in self._paths:
@@ -230,8 +241,9 @@ def enum_names(binding: Binding, have: Have) -> tuple[dict[str, tuple[str, int]]
 
     ``constant_exprs`` may name a member (``Enum.MEMBER``) or all of them by a
     prefix (``Enum.*`` = ``PREFIX_*``); otherwise a member is the C name of
-    the same spelling, or that spelling after the one prefix that the most of
-    the enum's members share in C."""
+    the same spelling, or that spelling after the one prefix that makes a C
+    name of every member (at least two members, and no other prefix as good:
+    else the names do not say which C names they are, and none is used)."""
     out: dict[str, tuple[str, int]] = {}
     unnamed: list[str] = []
     for qualname, members in binding.enums.items():
@@ -239,11 +251,12 @@ def enum_names(binding: Binding, have: Have) -> tuple[dict[str, tuple[str, int]]
         counts: dict[str, int] = {}
         if star is None:
             for m in members:
-                suffix = "_" + m
-                for c in have.names:
-                    if c.endswith(suffix):
-                        counts[c[: -len(m)]] = counts.get(c[: -len(m)], 0) + 1
-        best = max(counts, key=lambda p: (counts[p], len(p)), default=None)
+                for prefix in have.prefixes(m):
+                    counts[prefix] = counts.get(prefix, 0) + 1
+        ranked = sorted(counts.values(), reverse=True)
+        best = max(counts, key=lambda p: counts[p], default=None)
+        if best is not None and (counts[best] < 2 or (len(ranked) > 1 and ranked[1] == ranked[0])):
+            best = None  # one member, or two prefixes as good: the names do not say which C names they are
         for m, value in members.items():
             name = f"{qualname}.{m}"
             if name in binding.constant_exprs:
@@ -252,7 +265,7 @@ def enum_names(binding: Binding, have: Have) -> tuple[dict[str, tuple[str, int]]
                 out[name] = (star.rstrip("*") + m, value)
             elif have.constant(m):
                 out[name] = (m, value)
-            elif best is not None and counts[best] > 1 and (have.constant(best + m) or best + m in binding.added_in):
+            elif best is not None and all(have.constant(best + n) or best + n in binding.added_in for n in members):
                 out[name] = (best + m, value)  # an item newer than the headers is still named, as newer
             else:
                 unnamed.append(name)

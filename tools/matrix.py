@@ -1,0 +1,669 @@
+#!/usr/bin/env python3
+"""The support matrix: the project proven on every Linux ABI, CPython and kernel it claims.
+
+    tools/matrix [--lean] [--keep-going] [--only CELL]... [--list]
+
+Run as root on a Debian (bookworm or newer) amd64 machine. Everything comes from
+Debian packages (and the test runner from PyPI for the pyenv interpreters); what
+is set up is kept under /var/cache/kstructs-matrix and reused by the next run.
+
+Cells:
+  check:TRIPLE   compile-only layout check of the whole binding with TRIPLE-gcc and
+                 that target's headers (``kstructs check --target``), 7 targets
+  abi:i386       the root-free suite in a Debian bookworm i386 root, natively (chroot)
+  abi:s390x      the same in a bookworm s390x root (big-endian) under qemu-user
+  abi:armhf      the same in a bookworm armhf root under qemu-user
+  abi:i386-3.13  the same in a sid i386 root with python3.13, where ctypes honours _align_
+  kernel:6.1     the root suite (tests marked root: the kernel's side) on Debian bookworm's
+                 own kernel booted with qemu-system-x86_64 (KVM when it can run it, else TCG)
+  python:X.Y.Z   the whole suite, as root, on each pyenv CPython >= 3.11 and on the
+                 python3.13/python3.14 of a Debian sid root (chroot)
+
+--lean runs the seven checks, abi:i386, abi:s390x, kernel:6.1 and the newest Python.
+qemu-user is registered with binfmt_misc under names of our own and unregistered at
+the end; every mount is undone. A summary table closes the run.
+
+Exit status: 0 every cell passed (a check whose command is not available yet counts
+as not run), 1 at least one cell failed, 2 setup failed (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import functools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+PROJECT = Path(__file__).resolve().parent.parent
+CACHE = Path("/var/cache/kstructs-matrix")
+ROOTS = CACHE / "roots"
+LOGS = CACHE / "logs"
+MIRROR = "http://deb.debian.org/debian"
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+MODULES = ("kstructs.netlink", "kstructs.connector", "kstructs.cn_proc")
+
+#: The seven ABIs Debian ships cross compilers for, by GNU triple, with their packages.
+TARGETS = {
+    "x86_64-linux-gnu": "gcc",
+    "i686-linux-gnu": "gcc-i686-linux-gnu",
+    "aarch64-linux-gnu": "gcc-aarch64-linux-gnu",
+    "arm-linux-gnueabihf": "gcc-arm-linux-gnueabihf",
+    "powerpc64le-linux-gnu": "gcc-powerpc64le-linux-gnu",
+    "riscv64-linux-gnu": "gcc-riscv64-linux-gnu",
+    "s390x-linux-gnu": "gcc-s390x-linux-gnu",
+}
+HOST_PACKAGES = ("debootstrap", "qemu-user-static", "qemu-system-x86", "e2fsprogs", "git", "util-linux")
+#: What the suite needs inside a Debian root: the interpreter, the runner and a C compiler.
+ROOT_PACKAGES = ("python3", "python3-pytest", "python3-hypothesis", "gcc", "libc6-dev", "linux-libc-dev")
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VM_TIMEOUT = 3600
+#: A pytest plugin loaded in every cell: Hypothesis without its timing checks (deadline,
+#: too_slow), which emulated and loaded machines fail for being slow, not wrong.
+PLUGIN = "kstructs_matrix_profile"
+PLUGIN_SOURCE = """from hypothesis import HealthCheck, settings
+
+settings.register_profile("matrix", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("matrix")
+"""
+SUITE_TIMEOUT = 3600
+
+
+class SetupError(Exception):
+    """A step that prepares a cell failed: one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class Root:
+    """A Debian root made by debootstrap."""
+
+    name: str
+    arch: str
+    suite: str
+    extra: tuple[str, ...] = ()
+    qemu: str | None = None  # the qemu-user binfmt entry it needs (/usr/lib/binfmt.d/qemu-NAME.conf)
+
+    @property
+    def path(self) -> Path:
+        return ROOTS / self.name
+
+    @property
+    def spec(self) -> str:
+        return " ".join([self.arch, self.suite, *ROOT_PACKAGES, *self.extra])
+
+
+I386 = Root("bookworm-i386", "i386", "bookworm")
+S390X = Root("bookworm-s390x", "s390x", "bookworm", qemu="s390x")
+ARMHF = Root("bookworm-armhf", "armhf", "bookworm", qemu="arm")
+VM = Root("bookworm-amd64-vm", "amd64", "bookworm", extra=("linux-image-amd64",))
+SID = Root("sid-amd64", "amd64", "sid", extra=("python3.13", "python3.14"))
+SID_I386 = Root("sid-i386", "i386", "sid", extra=("python3.13",))
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    cell: str
+    what: str
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    setup: float = 0.0
+    status: str = "not run"
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("passed", "not available")
+
+
+@dataclass
+class Run:
+    """Shared state of one matrix run: what to undo, and the output lock."""
+
+    undo: list[Callable[[], None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    root_locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            print(f"matrix: {text}", flush=True)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def run_logged(
+    argv: Sequence[str | Path],
+    log: Path,
+    *,
+    timeout: float = SUITE_TIMEOUT,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Run a command with its output appended to ``log``; its exit status (124: timed out)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(map(str, argv))}\n".encode())
+        out.flush()
+        try:
+            done = subprocess.run(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+                cwd=cwd,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            out.write(f"\nmatrix: timed out after {timeout:.0f} s\n".encode())
+            return 124
+    return done.returncode
+
+
+def last_line(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    return lines[-1].strip() if lines else "(no output)"
+
+
+_COUNT = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|deselected)\b")
+_SUMMARY = re.compile(r"^=*\s*(?:\d+ \w+(?:, )?)+.* in [\d.]+s")
+
+
+def pytest_counts(text: str) -> tuple[int, int, int] | None:
+    """passed, failed (errors and unexpected passes included), skipped (xfailed included),
+    from pytest's closing line; None when there is none."""
+    lines = [ln for ln in text.splitlines() if _SUMMARY.match(ln.strip()) or "no tests ran" in ln]
+    if not lines:
+        return None
+    counts = {kind: int(n) for n, kind in _COUNT.findall(lines[-1])}
+    failed = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0) + counts.get("xpassed", 0)
+    return counts.get("passed", 0), failed, counts.get("skipped", 0) + counts.get("xfailed", 0)
+
+
+def installed(package: str) -> bool:
+    done = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
+    return done.stdout.strip() == "install ok installed"
+
+
+def apt_install(packages: Sequence[str], run: Run) -> None:
+    missing = [p for p in packages if not installed(p)]
+    if not missing:
+        return
+    run.say(f"apt-get install {' '.join(missing)}")
+    log = LOGS / "apt.log"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if run_logged(["apt-get", "update", "-qq"], log, env=env) != 0:
+        raise SetupError(f"apt-get update failed (see {log})")
+    argv = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    if run_logged(argv, log, env=env) != 0:
+        raise SetupError(f"apt-get install {' '.join(missing)} failed (see {log})")
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    return [p for p in points if p.startswith(prefix)]
+
+
+def copy_project(dest: Path) -> None:
+    """The working tree's tracked and new files (what git would commit), copied to ``dest``."""
+    listed = subprocess.run(
+        ["git", "-C", str(PROJECT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        raise SetupError("git ls-files failed: the project must be a git checkout")
+    if dest.exists():
+        shutil.rmtree(dest)
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        src = PROJECT / name
+        if not src.is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / name)
+    (dest / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(p.stat().st_mode | (0o755 if p.is_dir() else 0o644))
+
+
+# --- binfmt_misc ----------------------------------------------------------------------------------
+
+
+def register_qemu(arch: str, run: Run) -> None:
+    """Register qemu-user for ``arch`` under a name of our own, to be unregistered at the end."""
+    if not (BINFMT / "register").exists():
+        done = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], check=False)
+        if done.returncode != 0:
+            raise SetupError(f"cannot mount binfmt_misc on {BINFMT}")
+        run.undo.append(lambda: _umount(BINFMT))
+    name = f"kstructs-qemu-{arch}"
+    if (BINFMT / name).exists():
+        return
+    conf = Path(f"/usr/lib/binfmt.d/qemu-{arch}.conf")
+    if not conf.exists():
+        raise SetupError(f"{conf} is missing (qemu-user-static)")
+    line = conf.read_text().strip()
+    entry = re.sub(r"^:qemu-[^:]+:", f":{name}:", line)
+    if not entry.endswith("F"):
+        entry += "F"  # fix the interpreter at registration: the roots do not contain it
+    try:
+        (BINFMT / "register").write_text(entry + "\n")
+    except OSError as e:
+        raise SetupError(f"cannot register {name} with binfmt_misc: {e.strerror}") from None
+    run.undo.append(lambda: _unregister(name))
+    run.say(f"binfmt_misc: registered {name}")
+
+
+def _unregister(name: str) -> None:
+    with contextlib.suppress(OSError):
+        (BINFMT / name).write_text("-1\n")
+        print(f"matrix: binfmt_misc: unregistered {name}", flush=True)
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], check=False)
+
+
+# --- Debian roots ---------------------------------------------------------------------------------
+
+
+def ensure_root(root: Root, run: Run) -> float:
+    """Make ``root`` (or reuse the one a previous run made); seconds spent."""
+    with run.root_locks.setdefault(root.name, threading.Lock()):
+        stamp = root.path / ".kstructs-matrix"
+        if stamp.exists() and stamp.read_text() == root.spec:
+            return 0.0
+        start = time.monotonic()
+        if root.qemu:
+            register_qemu(root.qemu, run)
+        if mounts_under(root.path):
+            raise SetupError(f"{root.path} has mounts left: unmount them first")
+        if root.path.exists():
+            shutil.rmtree(root.path)
+        run.say(f"debootstrap {root.suite} {root.arch} into {root.path} (a few minutes, more under emulation)")
+        debs = CACHE / "debs" / root.name
+        debs.mkdir(parents=True, exist_ok=True)
+        log = LOGS / f"setup-{root.name}.log"
+        log.unlink(missing_ok=True)
+        argv: list[str | Path] = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--arch={root.arch}",
+            f"--include={','.join([*ROOT_PACKAGES, *root.extra])}",
+            f"--cache-dir={debs}",
+            root.suite,
+            root.path,
+            MIRROR,
+        ]
+        if run_logged(argv, log, timeout=5400) != 0:
+            raise SetupError(f"debootstrap {root.suite} {root.arch} failed: {last_line(log)} (see {log})")
+        stamp.write_text(root.spec)
+        return time.monotonic() - start
+
+
+@contextlib.contextmanager
+def chroot_mounts(root: Root) -> Iterator[None]:
+    """/proc, /sys, /dev (and its submounts, as slaves) and a fresh /tmp inside ``root``."""
+    done: list[Path] = []
+    try:
+        for kind, src, dst, opts in (
+            ("proc", "proc", "proc", []),
+            ("sysfs", "sysfs", "sys", []),
+            (None, "/dev", "dev", ["--rbind"]),
+            ("tmpfs", "tmpfs", "tmp", ["-o", "mode=1777"]),
+        ):
+            point = root.path / dst
+            point.mkdir(exist_ok=True)
+            argv = ["mount", *opts, src, str(point)] if kind is None else ["mount", "-t", kind, *opts, src, str(point)]
+            if subprocess.run(argv, check=False).returncode != 0:
+                raise SetupError(f"cannot mount {src} on {point}")
+            done.append(point)
+            if kind is None:
+                subprocess.run(["mount", "--make-rslave", str(point)], check=False)
+        yield
+    finally:
+        for point in reversed(done):
+            subprocess.run(["umount", "-R", "-l", str(point)], check=False)
+
+
+def root_suite(root: Root, row: Row, run: Run, *, python: str = "python3", markers: str | None = None) -> None:
+    """The suite inside a Debian root, by chroot (the host's kernel, the root's userland)."""
+    row.setup += ensure_root(root, run)
+    if root.qemu:
+        register_qemu(root.qemu, run)
+    src = root.path / "kstructs-src"
+    with run.root_locks[root.name]:
+        copy_project(src)
+        argv: list[str | Path] = ["chroot", root.path, "/usr/bin/env", "-i", f"PATH={PATH}", "HOME=/root"]
+        argv += ["LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONPATH=/kstructs-src", "/bin/sh", "-c"]
+        select = f"-m '{markers}'" if markers else ""
+        argv += [f"cd /kstructs-src && exec {python} -m pytest -q -p no:cacheprovider -p {PLUGIN} {select} tests"]
+        with chroot_mounts(root):
+            pytest_cell(argv, row, run)
+
+
+def pytest_cell(
+    argv: Sequence[str | Path], row: Row, run: Run, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> None:
+    assert row.log is not None
+    row.log.unlink(missing_ok=True)
+    run.say(f"{row.cell}: running the suite ({row.what})")
+    start = time.monotonic()
+    code = run_logged(argv, row.log, cwd=cwd, env=env)
+    row.seconds = time.monotonic() - start
+    record(row, code, row.log.read_text(errors="replace"))
+
+
+def record(row: Row, code: int, output: str) -> None:
+    counts = pytest_counts(output)
+    if counts is None:
+        row.status = f"no pytest summary (exit {code})"
+        return
+    row.passed, row.failed, row.skipped = counts
+    row.status = "passed" if code == 0 and not row.failed else f"FAILED (exit {code})"
+
+
+# --- cells ----------------------------------------------------------------------------------------
+
+
+def host_python() -> str:
+    venv = PROJECT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def check_available() -> bool:
+    done = subprocess.run(
+        [host_python(), "-m", "kstructs", "check", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        check=False,
+    )
+    return done.returncode == 0 and "--target" in done.stdout
+
+
+def check_cell(triple: str, row: Row, run: Run, available: bool) -> None:
+    if not available:
+        row.status = "not available"
+        return
+    assert row.log is not None
+    row.log.unlink(missing_ok=True)
+    start = time.monotonic()
+    argv: list[str | Path] = [host_python(), "-m", "kstructs", "check", "--target", triple, *MODULES]
+    code = run_logged(argv, row.log, cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)}, timeout=600)
+    row.seconds = time.monotonic() - start
+    row.passed, row.failed = (1, 0) if code == 0 else (0, 1)
+    row.status = {0: "passed", 1: "FAILED (mismatch)"}.get(code, f"FAILED (exit {code}: {last_line(row.log)})")
+
+
+VM_INIT = """#!/bin/sh
+# PID 1 of the test VM: mount what the suite needs, run it, print its status, power off.
+mount -t proc proc /proc 2>/dev/null; mount -t sysfs sysfs /sys 2>/dev/null
+mount -t devtmpfs devtmpfs /dev 2>/dev/null; mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /tmp
+echo "kstructs-vm: Linux $(uname -r) $(uname -m), $(python3 --version)"
+cd /kstructs-src && env -i PATH={path} HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONPATH=/kstructs-src python3 -m pytest -q -p no:cacheprovider -p {plugin} --color=no -m root tests
+echo "kstructs-vm: exit $?"
+sync
+echo o > /proc/sysrq-trigger
+sleep 60
+"""
+
+
+def kvm_usable() -> tuple[bool, str]:
+    """Whether qemu can use KVM for a distribution kernel, and what it will use."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "TCG (no /dev/kvm)"
+    if Path("/sys/module/kvm_pvm").exists():
+        # PVM runs only guest kernels built for it: a stock kernel never starts.
+        return False, "TCG (/dev/kvm is PVM)"
+    return True, "KVM"
+
+
+def kernel_cell(row: Row, run: Run) -> None:
+    """The whole suite as root on bookworm's own kernel, booted by qemu-system-x86_64."""
+    row.setup += ensure_root(VM, run)
+    start = time.monotonic()
+    boot = VM.path / "boot"
+    kernels = sorted(boot.glob("vmlinuz-*"))
+    if not kernels:
+        raise SetupError(f"no kernel in {boot} (linux-image-amd64)")
+    vmlinuz = kernels[-1]
+    initrd = boot / vmlinuz.name.replace("vmlinuz-", "initrd.img-")
+    if not initrd.exists():
+        raise SetupError(f"no initramfs {initrd} (initramfs-tools)")
+    image = CACHE / "vm.img"
+    with run.root_locks[VM.name]:
+        copy_project(VM.path / "kstructs-src")
+        init = VM.path / "kstructs-init"
+        init.write_text(VM_INIT.replace("{path}", PATH).replace("{plugin}", PLUGIN))
+        init.chmod(0o755)
+        size = sum(p.lstat().st_size for p in VM.path.rglob("*") if p.is_file() and not p.is_symlink())
+        image.unlink(missing_ok=True)
+        log = LOGS / "setup-vm-image.log"
+        log.unlink(missing_ok=True)
+        mb = size // 2**20 + 768
+        mkfs: list[str | Path] = ["mkfs.ext4", "-q", "-F", "-L", "kstructs", "-d", VM.path, image, f"{mb}M"]
+        if run_logged(mkfs, log) != 0:
+            raise SetupError(f"mkfs.ext4 of the VM image failed: {last_line(log)}")
+    kvm, accel = kvm_usable()
+    row.what += f", {accel}"
+    row.setup += time.monotonic() - start
+    assert row.log is not None
+    row.log.unlink(missing_ok=True)
+    argv: list[str | Path] = [
+        "qemu-system-x86_64",
+        *(["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg"]),
+        "-m",
+        "1536",
+        "-smp",
+        "2",
+    ]
+    argv += ["-display", "none", "-monitor", "none", "-serial", f"file:{row.log}", "-no-reboot", "-nic", "none"]
+    argv += ["-kernel", vmlinuz, "-initrd", initrd, "-drive", f"file={image},format=raw,if=virtio"]
+    argv += ["-append", "root=/dev/vda rw console=ttyS0 init=/kstructs-init panic=-1 loglevel=4"]
+    run.say(f"{row.cell}: booting {vmlinuz.name} ({accel})")
+    qlog = LOGS / "qemu.log"
+    qlog.unlink(missing_ok=True)
+    begin = time.monotonic()
+    code = run_logged(argv, qlog, timeout=VM_TIMEOUT)
+    row.seconds = time.monotonic() - begin
+    image.unlink(missing_ok=True)
+    console = row.log.read_text(errors="replace") if row.log.exists() else ""
+    if code != 0 or "kstructs-vm:" not in console:
+        raise SetupError(f"the VM did not run the suite: qemu exit {code}, {last_line(qlog)} (see {row.log})")
+    found = re.search(r"kstructs-vm: Linux (\S+)", console)
+    if found:
+        row.what = f"Linux {found.group(1)}{row.what[row.what.index(',') :]}"
+    status = re.search(r"kstructs-vm: exit (\d+)", console)
+    record(row, int(status.group(1)) if status else 125, console)
+
+
+def pyenv_versions() -> list[Path]:
+    base = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = []
+    for p in base.glob("3.*"):
+        m = re.fullmatch(r"3\.(\d+)\.(\d+)", p.name)
+        if m and int(m.group(1)) >= 11 and (p / "bin" / "python3").exists():
+            found.append(p)
+    return sorted(found, key=lambda p: tuple(int(x) for x in p.name.split(".")))
+
+
+def pyenv_cell(version: Path, row: Row, run: Run) -> None:
+    """The whole suite on a pyenv CPython, in a venv of its own with pytest and hypothesis."""
+    start = time.monotonic()
+    venv = CACHE / "venvs" / f"cpython-{version.name}"
+    python = venv / "bin" / "python"
+    log = LOGS / f"setup-cpython-{version.name}.log"
+    if not (venv / ".kstructs-matrix").exists():
+        log.unlink(missing_ok=True)
+        if venv.exists():
+            shutil.rmtree(venv)
+        if run_logged([version / "bin" / "python3", "-m", "venv", venv], log) != 0:
+            raise SetupError(f"venv for CPython {version.name} failed (see {log})")
+        if run_logged([python, "-m", "pip", "install", "-q", "pytest>=8", "hypothesis>=6.100"], log) != 0:
+            raise SetupError(f"pip install pytest hypothesis for CPython {version.name} failed (see {log})")
+        (venv / ".kstructs-matrix").touch()
+    row.setup = time.monotonic() - start
+    env = {"PATH": f"{venv / 'bin'}:{PATH}", "HOME": "/root", "LANG": "C.UTF-8"}
+    plugin = CACHE / "plugin"
+    plugin.mkdir(parents=True, exist_ok=True)
+    (plugin / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE)
+    env |= {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": f"{PROJECT}:{plugin}"}
+    argv: list[str | Path] = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", PLUGIN, "tests"]
+    pytest_cell(argv, row, run, cwd=PROJECT, env=env)
+
+
+def sid_version(python: str) -> str:
+    done = subprocess.run(
+        ["chroot", str(SID.path), python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or python
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    row: Row
+    action: Callable[[], None]
+    lean: bool
+
+
+def cells(run: Run) -> list[Cell]:
+    out: list[Cell] = []
+    available = check_available()
+    for triple in TARGETS:
+        row = Row(f"check:{triple}", f"{triple}-gcc, compile-only", log=LOGS / f"check-{triple}.log")
+        out.append(Cell(row, functools.partial(check_cell, triple, row, run, available), True))
+
+    def abi(root: Root, cell: str, what: str, lean: bool, python: str = "python3") -> None:
+        row = Row(cell, what, log=LOGS / f"{cell.replace(':', '-')}.log")
+        out.append(Cell(row, functools.partial(root_suite, root, row, run, python=python, markers="not root"), lean))
+
+    abi(I386, "abi:i386", "bookworm i386, native chroot, root-free suite", True)
+    abi(S390X, "abi:s390x", "bookworm s390x (big-endian), qemu-user, root-free suite", True)
+    abi(ARMHF, "abi:armhf", "bookworm armhf, qemu-user, root-free suite", False)
+    abi(
+        SID_I386, "abi:i386-3.13", "sid i386, native chroot, python3.13 (_align_), root-free suite", False, "python3.13"
+    )
+    kernel_row = Row("kernel:6.1", "bookworm linux-image-amd64, qemu-system", log=LOGS / "kernel-6.1.log")
+    out.append(Cell(kernel_row, lambda: kernel_cell(kernel_row, run), True))
+    for version in pyenv_versions():
+        row = Row(f"python:{version.name}", "pyenv, host kernel, whole suite", log=LOGS / f"python-{version.name}.log")
+        out.append(Cell(row, functools.partial(pyenv_cell, version, row, run), False))
+    for python, lean in (("python3.13", False), ("python3.14", True)):
+        row = Row(f"python:sid-{python}", "Debian sid chroot, host kernel, whole suite", log=LOGS / f"sid-{python}.log")
+
+        def sid(row: Row = row, python: str = python) -> None:
+            row.setup += ensure_root(SID, run)
+            row.cell = f"python:{sid_version(python)}"
+            root_suite(SID, row, run, python=python)
+
+        out.append(Cell(row, sid, lean))
+    return out
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = ("cell", "what", "passed", "failed", "skipped", "seconds", "setup s", "status")
+    body = [
+        (r.cell, r.what, str(r.passed), str(r.failed), str(r.skipped), f"{r.seconds:.0f}", f"{r.setup:.0f}", r.status)
+        for r in rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in (head, *body)]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tools/matrix", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--lean", action="store_true", help="the CI subset: 7 checks, i386, s390x, 6.1, newest Python")
+    parser.add_argument("--only", action="append", default=[], metavar="CELL", help="run only this cell (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the cells and exit")
+    parser.add_argument("--jobs", type=int, default=3, help="cells run at once (default 3)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("matrix: must run as root (debootstrap, chroot, binfmt_misc, mounts)", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+    run = Run()
+    started = time.monotonic()
+    try:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        apt_install([*HOST_PACKAGES, *TARGETS.values()], run)
+        chosen = [c for c in cells(run) if (c.lean or not args.lean) and (not args.only or c.row.cell in args.only)]
+        if args.list:
+            print("\n".join(f"{c.row.cell}  {c.row.what}" for c in chosen))
+            return 0
+        errors: list[str] = []
+
+        def go(cell: Cell) -> None:
+            try:
+                cell.action()
+            except SetupError as e:
+                cell.row.status = f"setup failed: {e}"
+                errors.append(f"{cell.row.cell}: {e}")
+                print(f"matrix: {cell.row.cell}: {e}", file=sys.stderr, flush=True)
+            run.say(f"{cell.row.cell}: {cell.row.status}")
+
+        # The checks first, quickly; then the suites, a few at once (setup is mostly download).
+        for cell in chosen:
+            if cell.row.cell.startswith("check:"):
+                go(cell)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(go, [c for c in chosen if not c.row.cell.startswith("check:")]))
+        rows = [c.row for c in chosen]
+        print()
+        print(table(rows))
+        wall = time.monotonic() - started
+        passed = sum(r.passed for r in rows)
+        failed = sum(r.failed for r in rows)
+        skipped = sum(r.skipped for r in rows)
+        print(f"\nmatrix: {len(rows)} cells in {wall:.0f} s wall; logs in {LOGS}")
+        print(f"matrix: {passed} passed, {failed} failed, {skipped} skipped")
+        if errors:
+            return 2 if all(not r.passed and not r.failed for r in rows if not r.ok) else 1
+        return 0 if all(r.ok for r in rows) else 1
+    except SetupError as e:
+        print(f"matrix: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("matrix: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for undo in reversed(run.undo):
+            undo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
