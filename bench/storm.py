@@ -26,8 +26,8 @@ rate at which it first loses events.
 
 With ``--baseline REV`` only the Listener runs: this tree's and the one at
 git revision REV (extracted to a temporary directory and loaded in its own
-process), alternately, under both storms; the table gives each one's CPU
-per storm event and their ratio.
+process), alternately, under both storms and batched (as in the second
+table); the table gives each one's CPU per storm event and their ratio.
 
 Needs root. Peers that are not installed are reported as such.
 """
@@ -305,14 +305,18 @@ def extract(rev: str, into: Path) -> Path:
 def baseline_table(exe: Path, work: Path, children: int, reps: int, rev: str) -> str:
     tree = extract(rev, work / "baseline")
     rows: list[list[object]] = []
-    for generators in (1, 2):
-        label = f"{generators} x {children:,}"
+    batched = min(children, 8000)  # a stopped Listener's queue holds about 20 000 events
+    for generators in (1, 2, 0):
+        label = f"{generators} x {children:,}" if generators else f"1 x {batched:,}, batched"
         now, then = KstructsLibrary(work), BaselineLibrary(work, tree, rev)
         runs: dict[str, list[Run]] = {now.name: [], then.name: []}
         for _ in range(reps):  # alternately, so that both see the same load
             for watcher in (now, then):
                 with contextlib.suppress(WatcherFailed):
-                    runs[watcher.name].append(measure(watcher, exe, work, children, generators))
+                    if generators:
+                        runs[watcher.name].append(measure(watcher, exe, work, children, generators))
+                    else:
+                        runs[watcher.name].append(measure_batched(watcher, exe, work, batched))
         cpu = {name: statistics.median(r.cpu_per_event_us for r in rs) for name, rs in runs.items() if rs}
         for name, rs in runs.items():
             if not rs:

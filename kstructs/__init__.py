@@ -1,22 +1,182 @@
 """kstructs: the Linux process-events connector ABI in ctypes.
 
-Constants and layouts of ``<linux/netlink.h>``, ``<linux/connector.h>`` and
-``<linux/cn_proc.h>``, under their kernel names.
+What a user needs, under the kernel's names: the layouts of
+``<linux/netlink.h>``, ``<linux/connector.h>`` and ``<linux/cn_proc.h>``, the
+constants of the process connector, the parser and the encoders (no I/O), the
+``Listener`` and the errors. Everything else stays in its module
+(``kstructs.netlink``, ``kstructs.connector``, ``kstructs.cn_proc``...).
 """
 
-from kstructs import cn_proc, connector, events, listener, netlink
-from kstructs.cn_proc import *  # noqa: F403
-from kstructs.connector import *  # noqa: F403
-from kstructs.events import *  # noqa: F403
-from kstructs.listener import *  # noqa: F403
-from kstructs.netlink import *  # noqa: F403
+from kstructs.cn_proc import (
+    PROC_CN_MCAST_IGNORE,
+    PROC_CN_MCAST_LISTEN,
+    PROC_EVENT_ALL,
+    PROC_EVENT_COMM,
+    PROC_EVENT_COREDUMP,
+    PROC_EVENT_EXEC,
+    PROC_EVENT_EXIT,
+    PROC_EVENT_FORK,
+    PROC_EVENT_GID,
+    PROC_EVENT_NONE,
+    PROC_EVENT_NONZERO_EXIT,
+    PROC_EVENT_PTRACE,
+    PROC_EVENT_SID,
+    PROC_EVENT_UID,
+    EventKind,
+    comm_proc_event,
+    coredump_proc_event,
+    exec_proc_event,
+    exit_proc_event,
+    fork_proc_event,
+    id_proc_event,
+    proc_event,
+    proc_input,
+    ptrace_proc_event,
+    sid_proc_event,
+    valid_event,
+)
+from kstructs.connector import CN_IDX_PROC, CN_VAL_PROC, CONNECTOR_MAX_MSG_SIZE, cb_id, cn_msg
+from kstructs.errors import (
+    BtfError,
+    CheckError,
+    KstructsError,
+    NamespaceError,
+    NoAckError,
+    NoConnectorError,
+    ParseError,
+    PrivilegeError,
+)
+from kstructs.events import (
+    KERNEL_EVENT_SIZE,
+    PROCESS_EVENTS,
+    AckEvent,
+    CommEvent,
+    CoredumpEvent,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    GidEvent,
+    McastRequest,
+    NetlinkErrorMessage,
+    Overrun,
+    ProcessEvent,
+    PtraceEvent,
+    SidEvent,
+    UidEvent,
+    UnknownEvent,
+    encode_event,
+    encode_ignore,
+    encode_listen,
+    encode_mcast,
+    event_matches,
+    parse_events,
+    parse_request,
+)
+from kstructs.listener import DEFAULT_LINGER, DEFAULT_RCVBUF, Item, Listener, ListenerStats, Loss
+from kstructs.netlink import (
+    NETLINK_CONNECTOR,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_NOOP,
+    NLMSG_OVERRUN,
+    nlmsg_align,
+    nlmsg_length,
+    nlmsg_space,
+    nlmsgerr,
+    nlmsghdr,
+    sockaddr_nl,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "cn_proc", "connector", "netlink"]
-__all__ += netlink.__all__
-__all__ += connector.__all__
-__all__ += cn_proc.__all__
-__all__ += ["events", "listener"]
-__all__ += events.__all__
-__all__ += listener.__all__
+__all__ = [
+    "__version__",
+    # <linux/netlink.h>
+    "NETLINK_CONNECTOR",
+    "NLMSG_NOOP",
+    "NLMSG_ERROR",
+    "NLMSG_DONE",
+    "NLMSG_OVERRUN",
+    "sockaddr_nl",
+    "nlmsghdr",
+    "nlmsgerr",
+    "nlmsg_align",
+    "nlmsg_length",
+    "nlmsg_space",
+    # <linux/connector.h>
+    "CN_IDX_PROC",
+    "CN_VAL_PROC",
+    "CONNECTOR_MAX_MSG_SIZE",
+    "cb_id",
+    "cn_msg",
+    # <linux/cn_proc.h>
+    "PROC_CN_MCAST_LISTEN",
+    "PROC_CN_MCAST_IGNORE",
+    "PROC_EVENT_NONE",
+    "PROC_EVENT_FORK",
+    "PROC_EVENT_EXEC",
+    "PROC_EVENT_UID",
+    "PROC_EVENT_GID",
+    "PROC_EVENT_SID",
+    "PROC_EVENT_PTRACE",
+    "PROC_EVENT_COMM",
+    "PROC_EVENT_NONZERO_EXIT",
+    "PROC_EVENT_COREDUMP",
+    "PROC_EVENT_EXIT",
+    "PROC_EVENT_ALL",
+    "fork_proc_event",
+    "exec_proc_event",
+    "id_proc_event",
+    "sid_proc_event",
+    "ptrace_proc_event",
+    "comm_proc_event",
+    "coredump_proc_event",
+    "exit_proc_event",
+    "proc_event",
+    "proc_input",
+    "valid_event",
+    "EventKind",
+    # Event values, the parser and the encoders (kstructs.events)
+    "ForkEvent",
+    "ExecEvent",
+    "UidEvent",
+    "GidEvent",
+    "SidEvent",
+    "PtraceEvent",
+    "CommEvent",
+    "CoredumpEvent",
+    "ExitEvent",
+    "AckEvent",
+    "UnknownEvent",
+    "NetlinkErrorMessage",
+    "Overrun",
+    "ProcessEvent",
+    "Event",
+    "PROCESS_EVENTS",
+    "KERNEL_EVENT_SIZE",
+    "event_matches",
+    "parse_events",
+    "encode_mcast",
+    "encode_listen",
+    "encode_ignore",
+    "encode_event",
+    "McastRequest",
+    "parse_request",
+    # The socket (kstructs.listener)
+    "Listener",
+    "ListenerStats",
+    "Loss",
+    "Item",
+    "DEFAULT_RCVBUF",
+    "DEFAULT_LINGER",
+    # Errors (kstructs.errors)
+    "KstructsError",
+    "ParseError",
+    "BtfError",
+    "CheckError",
+    "PrivilegeError",
+    "NoAckError",
+    "NamespaceError",
+    "NoConnectorError",
+]

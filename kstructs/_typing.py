@@ -12,6 +12,12 @@ import ctypes
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
+    # Any object with the buffer protocol (bytes, bytearray, memoryview,
+    # mmap, array, ctypes objects); collections.abc.Buffer arrived in 3.12.
+    from _typeshed import ReadableBuffer
+
+    Buffer: TypeAlias = ReadableBuffer
+
     from _ctypes import _CField
 
     _C = TypeVar("_C", bound=ctypes.Structure | ctypes.Union)
@@ -29,3 +35,5 @@ if TYPE_CHECKING:
     Nested: TypeAlias = _CField[_C, _C, _C]
     SizeT: TypeAlias = _CField[ctypes.c_size_t, int, ctypes.c_size_t | int]
     VoidP: TypeAlias = _CField[ctypes.c_void_p, int | None, ctypes.c_void_p | int | None]
+else:
+    Buffer = bytes | bytearray | memoryview  # what the type checker reads as any buffer

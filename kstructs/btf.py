@@ -23,9 +23,9 @@ import os
 import stat
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from kstructs import _elf
 from kstructs.errors import BtfError, ElfError
@@ -42,9 +42,10 @@ BTF_INT_SIGNED: Final = 1 << 0
 BTF_INT_CHAR: Final = 1 << 1
 BTF_INT_BOOL: Final = 1 << 2
 
-# What Btf.load() reads at most, unless told otherwise: the BTF of a distribution
-# kernel is about 6 MiB, an allyesconfig one a few times that.
-MAX_SIZE: Final = 1 << 28
+# What Btf.load() reads at most, unless told otherwise: 128 MiB, twenty times the
+# BTF of a distribution kernel (about 6 MiB), and a bound on the memory a
+# hostile file can make the type index take (a few hundred MiB).
+MAX_SIZE: Final = 1 << 27
 # The kernel refuses BTF names longer than KSYM_NAME_LEN (512); a few times that
 # is a name no compiler writes, and bounds the work of each string lookup.
 _MAX_NAME: Final = 0x1000
@@ -102,6 +103,8 @@ _TRAILER: Final[dict[int, tuple[int, int]]] = {
     Kind.TYPE_TAG: (0, 0),
     Kind.ENUM64: (0, 12),  # struct btf_enum64
 }
+# Kind by number, for decoding; the scan has refused numbers past the last kind.
+_KINDS: Final = tuple(Kind(min(k, max(Kind))) for k in range(32))
 # Kinds whose third word is a size in bytes; for the others it is a type id.
 _SIZED: Final = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC})
 # Kinds that only qualify or rename another type.
@@ -180,6 +183,8 @@ class Field:
 
 _VOID: Final = Type(0, Kind.VOID, "void", kind_flag=False)
 _RECORDS: Final = (Kind.STRUCT, Kind.UNION)
+# What failed, for Btf._failed.
+_RESOLVE, _SIZE, _FIELDS, _NAMES = range(4)
 _FILE_KINDS: Final = {
     stat.S_IFDIR: "a directory",
     stat.S_IFCHR: "a character device",
@@ -226,6 +231,7 @@ class Btf:
         self._pointer: int | None = None
         self._names: dict[int, dict[str, Field]] = {}  # record id -> the members C reaches by one name
         self._paths: dict[int, tuple[Field, ...]] = {}  # record id -> Btf.fields()
+        self._failed: dict[tuple[int, int], str] = {}  # (_RESOLVE etc., type id) -> the BtfError it ended in
         self._scan()
 
     @classmethod
@@ -233,11 +239,13 @@ class Btf:
         """Read raw BTF, or the ``.BTF`` section of an ELF file.
 
         Only a regular file is read (``/sys/kernel/btf/*`` are), and at most
-        ``max_size`` bytes of it (``MAX_SIZE``, 256 MiB, unless told
+        ``max_size`` bytes of it (``MAX_SIZE``, 128 MiB, unless told
         otherwise): a FIFO, a device or a larger file is a ``BtfError``, without
         waiting for or reading any of it. ``OSError`` if the file cannot be
         opened or read.
         """
+        if max_size < 0:
+            raise ValueError(f"max_size must be 0 or more, not {max_size}")
         data = _read_regular(path, max_size)
         if _elf.is_elf(data):
             try:
@@ -309,52 +317,56 @@ class Btf:
         o, types = self._order, self._types
         pos = self._offsets[type_id]
         name_off, info, third = struct.unpack_from(o + "III", types, pos)
-        kind, vlen, kind_flag = Kind((info >> 24) & 0x1F), info & 0xFFFF, bool(info >> 31)
+        kind, vlen, kind_flag = _KINDS[(info >> 24) & 0x1F], info & 0xFFFF, bool(info >> 31)
         name = self.string(name_off)
         size, ref = (third, 0) if kind in _SIZED else (0, third)
         pos += 12
 
-        base = Type(type_id, kind, name, kind_flag, size, ref)
+        # One Type(...) per kind, not dataclasses.replace(): decoding is most of a check's time.
+        def make(**fields: Any) -> Type:
+            fields.setdefault("type_id", ref)
+            return Type(type_id, kind, name, kind_flag, size, **fields)
+
         if kind is Kind.INT:
             (word,) = struct.unpack_from(o + "I", types, pos)
-            return replace(base, encoding=(word >> 24) & 0x0F, int_offset=(word >> 16) & 0xFF, bits=word & 0xFF)
+            return make(encoding=(word >> 24) & 0x0F, int_offset=(word >> 16) & 0xFF, bits=word & 0xFF)
         if kind is Kind.ARRAY:
             elem, index, nelems = struct.unpack_from(o + "III", types, pos)
-            return replace(base, type_id=elem, index_type_id=index, nelems=nelems)
+            return make(type_id=elem, index_type_id=index, nelems=nelems)
         if kind in (Kind.STRUCT, Kind.UNION):
             members = []
             for m_name, m_type, m_off in struct.iter_unpack(o + "III", types[pos : pos + 12 * vlen]):
                 # With kind_flag, the offset word packs the bitfield size in its top byte.
                 bit_offset, bitfield = (m_off & 0xFFFFFF, m_off >> 24) if kind_flag else (m_off, 0)
                 members.append(Member(self.string(m_name), m_type, bit_offset, bitfield))
-            return replace(base, members=tuple(members))
+            return make(members=tuple(members))
         if kind is Kind.ENUM:
             # Values are 32 bits; kind_flag says whether they are signed (Linux 6.0).
             entries = struct.iter_unpack(o + ("Ii" if kind_flag else "II"), types[pos : pos + 8 * vlen])
-            return replace(base, enumerators=tuple(Enumerator(self.string(n), v) for n, v in entries))
+            return make(enumerators=tuple(Enumerator(self.string(n), v) for n, v in entries))
         if kind is Kind.ENUM64:
             values = []
             for n, lo, hi in struct.iter_unpack(o + "III", types[pos : pos + 12 * vlen]):
                 v = hi << 32 | lo
                 values.append(Enumerator(self.string(n), v - (1 << 64) if kind_flag and v >> 63 else v))
-            return replace(base, enumerators=tuple(values))
+            return make(enumerators=tuple(values))
         if kind is Kind.FUNC_PROTO:
             params = struct.iter_unpack(o + "II", types[pos : pos + 8 * vlen])
-            return replace(base, members=tuple(Member(self.string(n), t, 0) for n, t in params))
+            return make(members=tuple(Member(self.string(n), t, 0) for n, t in params))
         if kind is Kind.DATASEC:
             # Each entry's name is read from the raw type, not by decoding it: a
             # DATASEC that lists itself must not decode itself again.
             entries = struct.iter_unpack(o + "III", types[pos : pos + 12 * vlen])
-            return replace(base, members=tuple(Member(self._name_of(t), t, off, sz) for t, off, sz in entries))
+            return make(members=tuple(Member(self._name_of(t), t, off, sz) for t, off, sz in entries))
         if kind is Kind.VAR:
             (linkage,) = struct.unpack_from(o + "I", types, pos)
-            return replace(base, linkage=linkage)
+            return make(linkage=linkage)
         if kind is Kind.FUNC:
-            return replace(base, linkage=vlen)
+            return make(linkage=vlen)
         if kind is Kind.DECL_TAG:
             (component,) = struct.unpack_from(o + "i", types, pos)
-            return replace(base, component_idx=component)
-        return base
+            return make(component_idx=component)
+        return make()
 
     def _name_of(self, type_id: int) -> str:
         cached = self._cache.get(type_id)
@@ -384,19 +396,27 @@ class Btf:
         found = self._resolved.get(type_id)
         if found is not None:
             return self._cache[found]
-        chain: list[int] = []
-        seen: set[int] = set()
-        t = self.type(type_id)
-        while t.kind in _TRANSPARENT:
-            if t.id in seen:
-                raise BtfError(f"BTF type loop at type id 0x{type_id:x}")
-            seen.add(t.id)
-            chain.append(t.id)
-            known = self._resolved.get(t.type_id)
-            t = self._cache[known] if known is not None else self.type(t.type_id)
+        chain: list[int] = [type_id]
+        seen: set[int] = {type_id}
+        try:
+            self._refail(_RESOLVE, type_id)
+            t = self.type(type_id)
+            while t.kind in _TRANSPARENT:
+                known = self._resolved.get(t.type_id)
+                if known is not None:
+                    t = self._cache[known]
+                    break
+                self._refail(_RESOLVE, t.type_id)
+                if t.type_id in seen:
+                    raise BtfError(f"BTF type loop at type id 0x{t.type_id:x}")
+                seen.add(t.type_id)
+                chain.append(t.type_id)
+                t = self.type(t.type_id)
+        except BtfError as e:
+            self._remember(_RESOLVE, chain, e)
+            raise
         for i in chain:
             self._resolved[i] = t.id
-        self._resolved[type_id] = t.id
         return t
 
     def size_of(self, type_id: int) -> int:
@@ -406,26 +426,45 @@ class Btf:
             return found
         arrays: list[Type] = []
         seen: set[int] = set()
-        t = self.resolve(type_id)
-        size: int | None = None
-        while t.kind is Kind.ARRAY:
-            size = self._sizes.get(t.id)
-            if size is not None:
-                break
-            if t.id in seen:
-                raise BtfError(f"BTF type loop at type id 0x{type_id:x}")
-            seen.add(t.id)
-            arrays.append(t)
-            t = self.resolve(t.type_id)
-        if size is None:
-            size = self._unit_size(t)
-        for a in reversed(arrays):
-            size *= a.nelems
-            if size > _MAX_SIZEOF:
-                raise BtfError(f"BTF array 0x{a.id:x} larger than 0x{_MAX_SIZEOF:x} bytes")
-            self._sizes[a.id] = size
+        try:
+            self._refail(_SIZE, type_id)
+            t = self.resolve(type_id)
+            size: int | None = None
+            while t.kind is Kind.ARRAY:
+                size = self._sizes.get(t.id)
+                if size is not None:
+                    break
+                self._refail(_SIZE, t.id)
+                if t.id in seen:
+                    raise BtfError(f"BTF type loop at type id 0x{t.id:x}")
+                seen.add(t.id)
+                arrays.append(t)
+                t = self.resolve(t.type_id)
+            if size is None:
+                size = self._unit_size(t)
+            sizes = []
+            for a in reversed(arrays):
+                size *= a.nelems
+                if size > _MAX_SIZEOF:
+                    raise BtfError(f"BTF array 0x{a.id:x} larger than 0x{_MAX_SIZEOF:x} bytes")
+                sizes.append((a.id, size))
+        except BtfError as e:
+            self._remember(_SIZE, [type_id, *(a.id for a in arrays)], e)
+            raise
+        self._sizes.update(sizes)
         self._sizes[type_id] = size
         return size
+
+    # A walk that failed once fails the same way again: remembered, so that
+    # asking again about any type on a long chain into a cycle costs nothing.
+    def _refail(self, what: int, type_id: int) -> None:
+        failed = self._failed.get((what, type_id))
+        if failed is not None:
+            raise BtfError(failed)
+
+    def _remember(self, what: int, type_ids: list[int], error: BtfError) -> None:
+        for i in type_ids:
+            self._failed[what, i] = str(error)
 
     def _unit_size(self, t: Type) -> int:
         if t.kind is Kind.PTR:
@@ -452,7 +491,12 @@ class Btf:
         top = self.resolve(type_id)
         found = self._paths.get(top.id)
         if found is None:
-            found = self._paths[top.id] = tuple(self._walk(top, into_named=True).values())
+            self._refail(_FIELDS, top.id)
+            try:
+                found = self._paths[top.id] = tuple(self._walk(top, into_named=True).values())
+            except BtfError as e:
+                self._remember(_FIELDS, [top.id], e)
+                raise
         return found
 
     def field(self, type_id: int, path: str) -> Field | None:
@@ -468,7 +512,12 @@ class Btf:
             t = self.resolve(type_id if found is None else found.member.type_id)
             names = self._names.get(t.id)
             if names is None:
-                names = self._names[t.id] = self._walk(t, into_named=False)
+                self._refail(_NAMES, t.id)
+                try:
+                    names = self._names[t.id] = self._walk(t, into_named=False)
+                except BtfError as e:
+                    self._remember(_NAMES, [t.id], e)
+                    raise
             inner = names.get(name)
             if inner is None:
                 return None

@@ -314,7 +314,52 @@ EXIT_CODE: Final = 8
 EXIT_SIGNAL: Final = 12
 EXIT_PARENT_PID: Final = 16
 EXIT_PARENT_TGID: Final = 20
-LAYOUT_CONSTANTS: Final = _abi.constants_from(globals(), "PROC_EVENT_HEADER_SIZE")
+# Named, not found by position: whatever else is C-spelled is checked
+# against the headers.
+LAYOUT_CONSTANTS: Final = (
+    "PROC_EVENT_HEADER_SIZE",
+    "SIZE_PROC_EVENT",
+    "SIZE_PROC_INPUT",
+    "SIZE_ACK_EVENT",
+    "SIZE_FORK_EVENT",
+    "SIZE_EXEC_EVENT",
+    "SIZE_ID_EVENT",
+    "SIZE_SID_EVENT",
+    "SIZE_PTRACE_EVENT",
+    "SIZE_COMM_EVENT",
+    "SIZE_COREDUMP_EVENT",
+    "SIZE_EXIT_EVENT",
+    "ACK_ERR",
+    "FORK_PARENT_PID",
+    "FORK_PARENT_TGID",
+    "FORK_CHILD_PID",
+    "FORK_CHILD_TGID",
+    "EXEC_PID",
+    "EXEC_TGID",
+    "ID_PID",
+    "ID_TGID",
+    "ID_RUID_RGID",
+    "ID_EUID_EGID",
+    "SID_PID",
+    "SID_TGID",
+    "PTRACE_PID",
+    "PTRACE_TGID",
+    "PTRACE_TRACER_PID",
+    "PTRACE_TRACER_TGID",
+    "COMM_PID",
+    "COMM_TGID",
+    "COMM_DATA",
+    "COREDUMP_PID",
+    "COREDUMP_TGID",
+    "COREDUMP_PARENT_PID",
+    "COREDUMP_PARENT_TGID",
+    "EXIT_PID",
+    "EXIT_TGID",
+    "EXIT_CODE",
+    "EXIT_SIGNAL",
+    "EXIT_PARENT_PID",
+    "EXIT_PARENT_TGID",
+)
 
 # What this module mirrors, for conformance checks (tools/header_diff.py).
 TYPES: Final = (

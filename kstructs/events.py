@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NamedTuple, TypeAlias
 
 from kstructs import cn_proc
+from kstructs._typing import Buffer
 from kstructs.cn_proc import (
     PROC_CN_MCAST_IGNORE,
     PROC_CN_MCAST_LISTEN,
@@ -539,7 +540,8 @@ _KINDS: Final[dict[int, _Kind]] = {
 
 # --- Parser ----------------------------------------------------------------
 
-Buffer: TypeAlias = bytes | bytearray | memoryview
+# A flat byte buffer: its len() is its size in bytes.
+_Flat: TypeAlias = bytes | bytearray | memoryview
 
 _new: Final = tuple.__new__  # an event from the tuple of its fields
 
@@ -579,34 +581,50 @@ def _kernel_event() -> _KernelEvent:
 # Kept for callers that have not moved to read_kernel_event yet.
 _KERNEL: Final = _kernel_event()
 
+# The fast path reads a kernel event with two unpacks: a guard, then the
+# kind's fields. The guard reads three integers: nlmsg_len/type/flags,
+# cn_msg.id, and cn_msg.len/flags with proc_event.what (adjacent, so one
+# value names both the shape and the kind); it is padded to a whole kernel
+# event, so the same unpack checks that the buffer holds all of it.
+_FAST_HEAD_STRUCT: Final = _struct(
+    0,
+    [
+        _span(_nl("nlmsg_len"), _nl("nlmsg_flags")),
+        _span(_cn("id.idx"), _cn("id.val")),
+        _span(_cn("len"), _pe("what")),
+    ],
+)
+_FAST_GUARD: Final[_Reader] = struct.Struct(
+    f"{_FAST_HEAD_STRUCT.format}{KERNEL_EVENT_SIZE - _FAST_HEAD_STRUCT.size}x"
+).unpack_from
+
+
+def _fast_table() -> tuple[int, int, dict[int, tuple[_Reader, type[ProcessEvent]]], int]:
+    """What the guard reads from a kernel event: its first two values, the
+    third by kind (to the kind's reader and class, for the kinds made of
+    integers), and the third of a comm event."""
+    tail: dict[int, int] = {}
+    for what in (*_KERNEL.kinds, PROC_EVENT_COMM):
+        reference = bytearray(KERNEL_EVENT_SIZE)
+        _WHAT.pack_into(reference, 0, what)  # first: its pad bytes zero the headers
+        _NLMSGHDR.pack_into(reference, 0, KERNEL_EVENT_SIZE, NLMSG_DONE, 0, 0, 0)
+        _CN_MSG.pack_into(reference, _CN, CN_IDX_PROC, CN_VAL_PROC, 0, 0, ctypes.sizeof(proc_event), 0)
+        head, ident, tail[what] = _FAST_GUARD(reference, 0)
+    comm = tail.pop(PROC_EVENT_COMM)
+    return head, ident, {tail[what]: kind for what, kind in _KERNEL.kinds.items()}, comm
+
+
+_FAST_HEAD, _FAST_IDENT, _FAST_KINDS, _FAST_COMM_TAIL = _fast_table()
+_FAST_KIND: Final = _FAST_KINDS.get
 _COMM_FIELDS: Final[_Reader] = _KINDS[PROC_EVENT_COMM].full.unpack_from
-
-
-def _read_comm(buffer: Buffer, offset: int) -> tuple[Any, ...]:
-    """The fields of a comm event, its name decoded."""
-    seq, cpu, ts, pid, tgid, raw = _COMM_FIELDS(buffer, offset)
-    return seq, cpu, ts, pid, tgid, _COMMS.get(raw) or _decode_comm(raw)
-
-
-def _fast_kinds() -> dict[tuple[int, ...], tuple[_Reader, type[ProcessEvent]]]:
-    """The fast path's table: what its guard reads from a kernel event of each
-    kind it reads, to that kind's reader and class."""
-    (head, ident, length), kinds = _KERNEL.expected, dict(_KERNEL.kinds)
-    kinds[PROC_EVENT_COMM] = (_read_comm, CommEvent)
-    return {(head, ident, length, what): kind for what, kind in kinds.items()}
-
-
-# The guard is padded to a whole kernel event: one unpack_from also checks
-# that the buffer holds all of it.
-_FAST_GUARD: Final[_Reader] = struct.Struct(f"{_GUARD.format}{KERNEL_EVENT_SIZE - _GUARD.size}x").unpack_from
-_FAST_KINDS: Final = _fast_kinds()
 
 
 def read_kernel_event(buffer: Buffer, offset: int) -> ProcessEvent | None:
     """The process event in the ``KERNEL_EVENT_SIZE`` bytes at ``offset`` of a
     flat byte buffer, when they are one whole message as the kernel sends it:
     ``NLMSG_DONE``, no flags, ``CN_IDX_PROC:CN_VAL_PROC``, ``cn_msg.len`` =
-    ``sizeof(struct proc_event)``, and a kind other than the subscribe reply.
+    ``sizeof(struct proc_event)``, no ``cn_msg.flags``, and a process event
+    kind (not the subscribe reply).
 
     ``None`` otherwise (fewer bytes, another shape, a reply or an unknown
     kind): the caller takes the general path, ``parse_events``, which reads
@@ -614,21 +632,25 @@ def read_kernel_event(buffer: Buffer, offset: int) -> ProcessEvent | None:
     datagram ends after these bytes is the caller's to check.
     """
     try:
-        # One unpack and one look-up check the headers and find the kind.
-        kind = _FAST_KINDS.get(_FAST_GUARD(buffer, offset))
+        head, ident, tail = _FAST_GUARD(buffer, offset)
     except struct.error:  # fewer than KERNEL_EVENT_SIZE bytes
         return None
-    if kind is None:
+    if head != _FAST_HEAD or ident != _FAST_IDENT:
         return None
-    read, cls = kind
-    return _new(cls, read(buffer, offset))
+    kind = _FAST_KIND(tail)
+    if kind is not None:
+        read, cls = kind
+        return _new(cls, read(buffer, offset))
+    if tail == _FAST_COMM_TAIL:
+        seq, cpu, ts, pid, tgid, raw = _COMM_FIELDS(buffer, offset)
+        return _new(CommEvent, (seq, cpu, ts, pid, tgid, _COMMS.get(raw) or _decode_comm(raw)))
+    return None
 
 
-def _flat(data: Buffer) -> Buffer:
+def _flat(data: Buffer) -> _Flat:
     """``data`` as a flat byte buffer: what parsing reads is its bytes, in
     order, whatever the shape or format of the view."""
-    kind = type(data)
-    if kind is bytes or kind is bytearray:
+    if type(data) is bytes or type(data) is bytearray:
         return data
     try:
         view = memoryview(data)
@@ -665,7 +687,7 @@ def parse_events(data: Buffer) -> list[Event]:
     return _parse_all(data)
 
 
-def _parse_all(data: Buffer) -> list[Event]:
+def _parse_all(data: _Flat) -> list[Event]:
     n = len(data)  # a flat byte buffer: its length is its size in bytes
     out: list[Event] = []
     off = 0
@@ -698,7 +720,7 @@ def _parse_all(data: Buffer) -> list[Event]:
     return out
 
 
-def _parse_cn_msg(data: Buffer, off: int, nl_len: int) -> Event:
+def _parse_cn_msg(data: _Flat, off: int, nl_len: int) -> Event:
     if nl_len < _PE:
         raise ParseError(f"nlmsg_len {nl_len:#x} is too short for cn_msg (needs {_PE:#x})", off)
     idx, val, cn_len = _CN_HEAD.unpack_from(data, off)
@@ -830,6 +852,7 @@ def _encode_value(value: Any) -> Any:
 
 
 __all__ = [
+    "Buffer",
     "KstructsError",
     "ParseError",
     "ForkEvent",

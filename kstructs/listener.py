@@ -128,7 +128,6 @@ class Listener:
         self.events: int | None = self._stream.events
         self.rcvbuf = DEFAULT_RCVBUF if rcvbuf is None else rcvbuf
         self.ack_timeout = ack_timeout
-        self.linger = linger
         self.port_id = 0  # the socket's netlink port id, once open
         self.ignore_sent = False
         self._sock: socket.socket | None = None
@@ -145,7 +144,7 @@ class Listener:
         # reader in poll(), and leaves closing the socket (whose number could
         # otherwise be reused under the reader) to the last reader out.
         self._wake = -1
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # close() may come from a signal handler
         self._readers = 0
         self._orphan: socket.socket | None = None
         # Received, not yet handed out: what a consumer that stopped
@@ -153,6 +152,16 @@ class Listener:
         self._pending: deque[Item] = deque()
         self._seq_request = 0
         self._nonce = 0  # cn_msg.ack of the last subscribe request
+
+    @property
+    def linger(self) -> float:
+        return self._stream.linger
+
+    @linger.setter
+    def linger(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"linger must be a non-negative number of seconds: {value!r}")
+        self._stream.linger = value
 
     @property
     def stats(self) -> ListenerStats:
@@ -271,7 +280,12 @@ class Listener:
                     return
                 self._drain(pending, wait=False)
             if not pending:
-                self._drain(pending, wait=True)
+                try:
+                    self._drain(pending, wait=True)
+                except ValueError:
+                    if self._sock is None:  # closed by another thread meanwhile
+                        return
+                    raise
                 continue  # what woke us may all be filtered out
             pause = self.pause()
             while pending:
@@ -414,22 +428,27 @@ class Listener:
         raise OSError(ack.err, f"the kernel refused PROC_CN_MCAST_LISTEN: {os.strerror(ack.err)}")
 
     def _request(self, events: int | None, timeout: float) -> AckEvent | None:
-        """Send a LISTEN under a fresh nonce; its reply, or None after ``timeout``."""
-        stream = self._stream
-        self._nonce = secrets.randbits(32)
-        stream.expect_ack(self._nonce)
-        self._listening = True
-        self._send(encode_listen(events, seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
-        deadline = time.monotonic() + timeout
+        """Send a LISTEN under a fresh nonce (again after an overflow); the
+        reply, or None after ``timeout``."""
+        stream, deadline = self._stream, time.monotonic() + timeout
         try:
+            enobufs = -1
             while True:
+                if enobufs != stream.stats.enobufs:
+                    # First, or the queue overflowed: the reply may be among the drops.
+                    enobufs = stream.stats.enobufs
+                    self._nonce = secrets.randbits(32)
+                    stream.expect_ack(self._nonce)
+                    self._listening = True
+                    self._send(encode_listen(events, seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
                 self._drain(self._pending, wait=False)
                 ack, remaining = stream.ack, deadline - time.monotonic()
                 # The kernel answers inside send(): once the queue is empty,
                 # its reply has been read, and a success preferred to an error.
                 if (ack is not None and (not ack.err or not stream.backlog)) or remaining <= 0:
                     return ack
-                self._poller.poll(remaining * 1000)
+                if enobufs == stream.stats.enobufs:
+                    self._poller.poll(remaining * 1000)
         finally:
             stream.expect_ack(None)
 

@@ -32,12 +32,12 @@ from collections.abc import Iterable, MutableSequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from kstructs._typing import Buffer
 from kstructs.cn_proc import PROC_EVENT_ALL, valid_event
 from kstructs.events import (
     KERNEL_EVENT_SIZE,
     PROCESS_EVENTS,
     AckEvent,
-    Buffer,
     Event,
     NetlinkErrorMessage,
     Overrun,
@@ -54,6 +54,9 @@ MSG_TRUNC: Final = 0x20
 # What one event costs the receive queue (its skb's truesize), rounded up.
 QUEUED_EVENT_BYTES: Final = 1024
 
+
+#: A buffer of bytes, one dimension, that slices to its bytes.
+FlatBuffer = bytes | bytearray | memoryview
 
 #: ``(msg_flags, length), (sender port id,), offset``: where one received
 #: datagram is in a buffer, as ``_recvmmsg.Batch.frames()`` tells it.
@@ -175,11 +178,14 @@ class EventStream:
     # --- Datagrams -------------------------------------------------------
 
     def receive(self, sender: int, truncated: bool, data: Buffer, out: MutableSequence[Item]) -> None:
-        """Take one datagram into ``out``."""
-        self.receive_frames(data, (((MSG_TRUNC if truncated else 0, len(data)), (sender,), 0),), out)
+        """Take one datagram (any buffer: its bytes) into ``out``."""
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1 or not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        self.receive_frames(view, (((MSG_TRUNC if truncated else 0, view.nbytes), (sender,), 0),), out)
 
-    def receive_frames(self, buffer: Buffer, frames: Iterable[Frame], out: MutableSequence[Item]) -> None:
-        """Take the datagrams ``frames`` locate in ``buffer`` into ``out``, in
+    def receive_frames(self, buffer: FlatBuffer, frames: Iterable[Frame], out: MutableSequence[Item]) -> None:
+        """Take the datagrams ``frames`` locate in the flat byte ``buffer`` into ``out``, in
         order. Datagrams shaped as the kernel sends them are read in place;
         ``offset`` tells how far it got if an exception stops it."""
         # The user-space filter stays on under a kernel filter: events queued

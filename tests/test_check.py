@@ -12,6 +12,7 @@ import ctypes
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -286,6 +287,42 @@ def test_another_byte_order_compares_all_but_bitfields(tmp_path: Path) -> None:
     assert got["compared"] == {"layouts": True, "bitfields": False, "values": True}
     assert not {m for m in mismatches(got) if m[0] == "bitfield"}
     assert ("size", "struct packed_thing", 8, 5) in mismatches(got)
+
+
+@pytest.mark.parametrize(
+    ("triple", "compared"),
+    [
+        ("i686-linux-gnu", {"layouts": False, "bitfields": False, "values": True}),
+        ("s390x-linux-gnu", {"layouts": True, "bitfields": False, "values": True}),
+        ("aarch64-linux-gnu", {"layouts": True, "bitfields": True, "values": True}),
+    ],
+)
+def test_a_cross_compiler_target_says_what_is_compared(triple: str, compared: dict[str, bool]) -> None:
+    if shutil.which(f"{triple}-gcc") is None:
+        pytest.skip(f"no {triple}-gcc (Debian: gcc-{triple})")
+    status, doc, _ = check(RIGHT, *INCLUDE, "--target", triple)
+    assert status == 0, mismatches(doc)
+    assert doc["compared"] == compared
+    assert doc["target"] == triple
+
+
+IN_ADDR = """
+import ctypes
+HEADER = "{header}"
+
+class in_addr(ctypes.Structure):
+    _fields_ = (("s_addr", ctypes.c_uint32),)
+"""
+
+
+def test_headers_that_cannot_share_a_program_are_compiled_apart(tmp_path: Path) -> None:
+    """glibc's <netinet/in.h> after the kernel's <linux/in.h>: struct in_addr twice."""
+    (tmp_path / "uapi_in.py").write_text(IN_ADDR.format(header="linux/in.h"))
+    (tmp_path / "libc_in.py").write_text(IN_ADDR.format(header="netinet/in.h"))
+    status, doc, err = check(str(tmp_path / "uapi_in.py"), str(tmp_path / "libc_in.py"))
+    assert (status, err, mismatches(doc)) == (0, "", set())
+    assert [s["source"] for s in doc["sources"]] == ["headers", "headers"]
+    assert all(s["checked"] > 0 for s in doc["sources"])
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import functools
 import operator
+import re
 import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import c_values, present, skip_if_newer
 
-from kstructs import cn_proc
+from kstructs import _abi, cn_proc, connector, netlink
 from kstructs.cn_proc import (
     EventKind,
     comm_proc_event,
@@ -126,3 +130,44 @@ def test_proc_event_reads_at_a_four_byte_aligned_offset() -> None:
     raw += (42).to_bytes(4, order, signed=True) + bytes(20)
     event = proc_event.from_buffer_copy(raw, 36)
     assert (event.what, event.cpu, event.timestamp_ns, event.event_data.exit.process_pid) == (0x80000000, 1, 7, 42)
+
+
+# --- Which constants the conformance check sees ------------------------------
+#
+# Truth is the module's source: every module-level name in C spelling bound to
+# an integer is either checked against the headers (CONSTANTS) or named as a
+# layout constant (LAYOUT_CONSTANTS, held to the classes and the compiler
+# above), wherever it sits in the file and whatever its int type.
+
+_C_SPELLED = re.compile(r"_*[A-Z][A-Z0-9_]*")
+_METADATA = {"HEADER", "TYPES", "CONSTANTS", "LAYOUT_CONSTANTS", "MACRO_FUNCTIONS", "NOT_MIRRORED", "ADDED_IN"}
+
+
+def _assigned_names(module: types.ModuleType) -> list[str]:
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text())
+    names: list[str] = []
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+@pytest.mark.parametrize("module", [netlink, connector, cn_proc], ids=lambda m: m.__name__)
+def test_every_c_constant_is_checked_or_named_as_layout(module: types.ModuleType) -> None:
+    constants = [n for n in _assigned_names(module) if _C_SPELLED.fullmatch(n) and n not in _METADATA]
+    assert constants  # the scan found the module's constants
+    checked, layout = set(module.CONSTANTS), set(module.LAYOUT_CONSTANTS)
+    assert not checked & layout
+    for name in constants:
+        assert isinstance(getattr(module, name), int), name
+        assert name in checked or name in layout, f"{module.__name__}.{name} is neither checked nor a layout constant"
+    assert layout <= set(constants)
+
+
+def test_a_constant_after_the_layout_constants_is_still_checked() -> None:
+    # The rule does not depend on position or on the exact int type.
+    namespace = {"SIZE_FORK_EVENT": 16, "PROC_EVENT_FUTURE": 0x800, "PROC_KIND": EventKind.FORK, "FLAG": True}
+    assert _abi.constants(namespace, exclude=["SIZE_FORK_EVENT"]) == ("PROC_EVENT_FUTURE", "PROC_KIND")

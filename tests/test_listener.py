@@ -339,7 +339,7 @@ def test_user_space_filter_on_a_kernel_without_proc_input(monkeypatch: pytest.Mo
         items = collect(lst, lambda items: any(pid_of(e) == proc.pid for e in items))
         proc.wait()
         assert items and all(isinstance(e, ExecEvent) for e in items), {type(e) for e in items}
-        assert lst.stats.filtered >= 2  # this test's own fork and exit, at least
+        assert lst.stats.filtered >= 1  # the fork of this test's child, queued before its exec
 
 
 # --- Subscription: replies and IGNORE ----------------------------------------

@@ -626,3 +626,12 @@ def test_pause_without_a_receive_buffer_is_zero() -> None:
     take(s, fork(1))
     s.drained([])
     assert s.pause(1.0) == 0
+
+
+def test_one_datagram_in_any_buffer_is_its_bytes() -> None:
+    s = EventStream()
+    two = fork(1) + fork(2)
+    out: list[Item] = []
+    s.receive(0, False, memoryview(two).cast("B", (76, 2)), out)
+    s.receive(0, False, memoryview(bytearray(fork(3) + fork(4))[::-1])[::-1], out)
+    assert [x.seq for x in out if isinstance(x, ForkEvent)] == [1, 2, 3, 4]

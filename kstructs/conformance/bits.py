@@ -18,6 +18,9 @@ from kstructs.conformance.probe import _text
 from kstructs.errors import CheckError
 
 MAX_ROUNDS = 20
+_PAIRS = ".kstructs.bits"
+_PLACES = ".kstructs.bitsat"
+_USED = "__attribute__((used, section("
 
 
 def bitfield_bytes(
@@ -34,14 +37,28 @@ def bitfield_bytes(
     with workdir() as tmp:
         src, obj = tmp / "bits.c", tmp / "bits.o"
         for _ in range(MAX_ROUNDS):
+            # One struct holds every pair, so the object has two sections to read whatever the
+            # count: the pairs, and where each starts (offsetof) with its size.
             lines = [f"#include <{h}>" for h in headers]
-            first = len(lines) + 1
+            lines += ["#include <stddef.h>", "struct kstructs_bits {"]
+            at: dict[int, int] = {}
             for i in live:
-                ctype, path = entries[i]
-                lines.append(
-                    f'__attribute__((used, section(".kstructs.b{i}"))) static const {ctype} kstructs_b{i}[2]'
-                    f" = {{ {{ .{path} = -1 }}, {{ .{path} = 1 }} }};"
-                )
+                at[len(lines) + 1] = i
+                lines.append(f"    {entries[i][0]} b{i}[2];")
+            lines.append("};")
+            lines.append(
+                f'__attribute__((used, section("{_PAIRS}"))) static const struct kstructs_bits kstructs_b = {{'
+            )
+            for i in live:
+                at[len(lines) + 1] = i
+                path = entries[i][1]
+                lines.append(f"    .b{i} = {{ {{ .{path} = -1 }}, {{ .{path} = 1 }} }},")
+            lines.append("};")
+            lines.append(
+                f'__attribute__((used, section("{_PLACES}"))) static const unsigned long long kstructs_o[] = {{'
+            )
+            lines += [f"    offsetof(struct kstructs_bits, b{i}), sizeof(kstructs_b.b{i}[0])," for i in live]
+            lines.append("};")
             _write(src, "\n".join([*lines, ""]))
             built = cc.run([*flags, "-c", "-o", str(obj), str(src)], "the C compiler", tmp)
             if built.returncode == 0:
@@ -51,8 +68,8 @@ def bitfield_bytes(
             bad: dict[int, str] = {}
             for file, line, msg, notes in _errors(built.output):
                 for f, n in [(file, line), *notes]:
-                    if Path(f).name == src.name and first <= n < first + len(live):
-                        bad.setdefault(live[n - first], msg)
+                    if Path(f).name == src.name and n in at:
+                        bad.setdefault(at[n], msg)
             if not bad:
                 raise CheckError(f"the bitfield probe does not compile: {_first_error(built.output)}")
             failed.update(bad)
@@ -62,16 +79,19 @@ def bitfield_bytes(
         else:
             raise CheckError(f"the bitfield probe does not compile after {MAX_ROUNDS} rounds of removing failed items")
         data = _read(obj, "object file")
-    for i in live:
-        try:
-            found = section(data, f".kstructs.b{i}")
-        except ElfError as e:
-            raise CheckError(f"unreadable bitfield probe object: {_text(e)}") from None
-        if found is None:
-            raise CheckError(f"the bitfield probe object has no section .kstructs.b{i}")
-        both = found.data
-        half = len(both) // 2
-        out[i] = (both[:half], both[half:])
+    try:
+        pairs, places = section(data, _PAIRS), section(data, _PLACES)
+    except ElfError as e:
+        raise CheckError(f"unreadable bitfield probe object: {_text(e)}") from None
+    if pairs is None or places is None or len(places.data) != 16 * len(live):
+        raise CheckError("the bitfield probe object lacks its sections")
+    big = data[5:6] == b"\x02"  # EI_DATA: ELFDATA2MSB
+    words = [int.from_bytes(places.data[k : k + 8], "big" if big else "little") for k in range(0, len(places.data), 8)]
+    for n, i in enumerate(live):
+        start, size = words[2 * n], words[2 * n + 1]
+        if start + 2 * size > len(pairs.data):
+            raise CheckError(f"the bitfield probe object is shorter than its offsets: 0x{start + 2 * size:x}")
+        out[i] = (pairs.data[start : start + size], pairs.data[start + size : start + 2 * size])
     return out, failed
 
 

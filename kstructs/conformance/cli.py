@@ -13,7 +13,7 @@ document on stdout as well).
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -234,10 +234,21 @@ def run(args: argparse.Namespace, prog: str = "kstructs check") -> int:
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Binding]] = {}
         for b, s in pairs:
             groups.setdefault((tuple(s.include_dirs), tuple(s.defines)), []).append(b)
+        abi = doc.get("abi")
         for (dirs, defines), group in groups.items():
-            reports.append(
-                check_headers(group, include_dirs=dirs, cc=cc, defines=defines, abi=doc.get("abi"), progress=progress)
-            )
+            try:
+                reports.append(
+                    check_headers(group, include_dirs=dirs, cc=cc, defines=defines, abi=abi, progress=progress)
+                )
+            except CheckError as e:
+                if len(group) < 2 or "do not compile" not in str(e):
+                    raise
+                # Headers that cannot share one program (glibc's and the kernel's UAPI headers that
+                # define the same struct): each module's headers in a program of their own.
+                for b in group:
+                    reports.append(
+                        check_headers([b], include_dirs=dirs, cc=cc, defines=defines, abi=abi, progress=progress)
+                    )
         if opts.btf is not None:
             progress("reading BTF")
             reports.append(check_btf([b for b, _ in pairs], opts.btf))
