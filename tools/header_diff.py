@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kstructs import cn_proc, connector, netlink
 from kstructs.conformance import CATEGORIES, DEFAULT_BTF, Binding, CheckError, Finding, Report, check_btf, check_headers
-from kstructs.conformance.cc import DEFAULT_TIMEOUT, _text, compiler, host_abi, target_abi
+from kstructs.conformance.cc import DEFAULT_TIMEOUT, compiler, host_abi, target_abi
+from kstructs.conformance.probe import _text
 
 MODULES = (netlink, connector, cn_proc)
 _LABELS = {"not-mirrored": "not mirrored", "not-in-btf": "not in BTF"}

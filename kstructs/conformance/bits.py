@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kstructs._elf import ElfError, section
-from kstructs.conformance.cc import Compiler, _errors, _first_error, _missing_header, _read, _text, _write, workdir
+from kstructs.conformance.cc import Compiler, _errors, _first_error, _missing_header, _read, _write, workdir
+from kstructs.conformance.probe import _text
 from kstructs.errors import CheckError
 
 MAX_ROUNDS = 20

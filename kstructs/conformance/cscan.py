@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from kstructs.conformance.cc import MAX_PREPROCESSED, Compiler, _first_error, _missing_header, _text, _write, workdir
+from kstructs.conformance.cc import MAX_PREPROCESSED, Compiler, _first_error, _missing_header, _write, workdir
+from kstructs.conformance.probe import _text
 from kstructs.errors import CheckError
 
 # ---------------------------------------------------------------------------
