@@ -17,8 +17,8 @@ from conftest import datagram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kstructs import cn_proc, connector, netlink
-from kstructs.cn_proc import EventKind, proc_event
+from kstructs import cn_proc, connector, events, netlink
+from kstructs.cn_proc import EventKind, proc_event, proc_event__ack
 from kstructs.connector import cn_msg
 from kstructs.events import (
     KERNEL_EVENT_SIZE,
@@ -623,3 +623,135 @@ def test_every_buffer_type_of_a_kernel_fork() -> None:
     assert len(views) >= 16
     for name, view in views.items():
         assert parse_events(view) == [ForkEvent(0x70, 1, 0x6B0E5E1ADA, 1752, 1752, 1753, 1753)], name
+
+
+# --- The parser's tables, rebuilt here from the layouts ----------------------
+#
+# The tables are built at import; rebuilding them in a test lets a wrong
+# builder fail here. Truth: the datagram layout by hand (nlmsghdr at 0, cn_msg
+# at 16: id 16, seq 24, ack 28, len 32, flags 34; proc_event at 36: what 36,
+# cpu 40, timestamp_ns 44, event_data 52), as struct formats.
+
+KIND_TABLE = [
+    # what, class, member, fields, optional; full format, short format, minimum cn_msg.len
+    (0x0, AckEvent, proc_event__ack, "ack", ["err"], 0, "=24xII8xIQI", "=24xII8xIQI", 20),
+    (
+        0x1,
+        ForkEvent,
+        cn_proc.fork_proc_event,
+        "fork",
+        ["parent_pid", "parent_tgid", "child_pid", "child_tgid"],
+        0,
+        "=24xI12xIQiiii",
+        "=24xI12xIQiiii",
+        32,
+    ),
+    (
+        0x2,
+        ExecEvent,
+        cn_proc.exec_proc_event,
+        "exec",
+        ["process_pid", "process_tgid"],
+        0,
+        "=24xI12xIQii",
+        "=24xI12xIQii",
+        24,
+    ),
+    (
+        0x40,
+        GidEvent,
+        cn_proc.id_proc_event,
+        "id",
+        ["process_pid", "process_tgid", "r.rgid", "e.egid"],
+        0,
+        "=24xI12xIQiiII",
+        "=24xI12xIQiiII",
+        32,
+    ),
+    (
+        0x200,
+        CommEvent,
+        cn_proc.comm_proc_event,
+        "comm",
+        ["process_pid", "process_tgid", "comm"],
+        0,
+        "=24xI12xIQii16s",
+        "=24xI12xIQii16s",
+        40,
+    ),
+    (
+        0x40000000,
+        CoredumpEvent,
+        cn_proc.coredump_proc_event,
+        "coredump",
+        ["process_pid", "process_tgid", "parent_pid", "parent_tgid"],
+        2,
+        "=24xI12xIQiiii",
+        "=24xI12xIQii",
+        24,
+    ),
+    (
+        0x80000000,
+        ExitEvent,
+        cn_proc.exit_proc_event,
+        "exit",
+        ["process_pid", "process_tgid", "exit_code", "exit_signal", "parent_pid", "parent_tgid"],
+        2,
+        "=24xI12xIQiiIIii",
+        "=24xI12xIQiiII",
+        32,
+    ),
+]
+
+
+@pytest.mark.parametrize("row", KIND_TABLE, ids=[r[3] + str(r[0]) for r in KIND_TABLE])
+def test_a_kind_rebuilt_from_the_layouts(row: tuple[Any, ...]) -> None:
+    what, cls, member, prefix, paths, optional, full, short, minimum = row
+    kind = events._Kind(cls, member, prefix, paths, optional=optional)
+    assert (kind.full.format, kind.short.format, kind.minimum) == (full, short, minimum)
+    assert kind.missing == (0,) * optional
+    assert kind.comm == (cls is CommEvent)
+    assert kind.cls is cls and cls.what == what
+    names = {0x0: "NONE", 0x1: "FORK", 0x2: "EXEC", 0x40: "GID", 0x200: "COMM", 0x40000000: "COREDUMP"}
+    assert kind.name == "PROC_EVENT_" + names.get(what, "EXIT")
+
+
+def test_a_kind_whose_fields_do_not_follow_the_member_is_refused() -> None:
+    with pytest.raises(AssertionError, match="do not follow"):
+        events._Kind(ExecEvent, cn_proc.exec_proc_event, "exec", ["process_tgid", "process_pid"])
+
+
+def test_struct_formats_rebuilt_from_the_layouts() -> None:
+    assert events._struct(0, [events._nl("nlmsg_len"), events._nl("nlmsg_type")]).format == "=IH"
+    assert events._struct(0, [events._cn("id.idx"), events._cn("id.val"), events._cn("len")]).format == "=16xII8xH"
+    assert events._struct(0, [events._pe("what")]).format == "=36xI"
+    assert events._struct(0, [events._member(netlink.nlmsgerr, "error")]).format == "=i"
+    assert events._span(events._nl("nlmsg_len"), events._nl("nlmsg_flags")) == (0, ctypes.c_uint64)
+    assert events._span(events._cn("len"), events._cn("flags")) == (32, ctypes.c_uint32)
+    assert events._member(cn_msg, "id.val") == (4, ctypes.c_uint32)
+    assert events._pe("event_data.exit.exit_signal") == (64, ctypes.c_uint32)
+    assert events._code(ctypes.c_uint16) == "H" and events._code(ctypes.c_int32) == "i"
+    assert events._code(ctypes.c_uint64) == "Q" and events._code(ctypes.c_char * 16) == "16s"
+    with pytest.raises(AssertionError, match="overlaps"):
+        events._struct(0, [events._pe("cpu"), events._pe("what")])
+
+
+def test_the_fast_table_rebuilt_from_the_layouts() -> None:
+    # nlmsg_len 76 | NLMSG_DONE << 32; CN_IDX_PROC | CN_VAL_PROC << 32; cn_msg.len 40 | what << 32.
+    head, ident, kinds, comm = events._fast_table()
+    assert (head, ident, comm) == (0x3_0000_004C, 0x1_0000_0001, 0x200_0000_0028)
+    want: dict[int, type[ProcessEvent]] = {
+        0x1_0000_0028: ForkEvent,
+        0x2_0000_0028: ExecEvent,
+        0x4_0000_0028: UidEvent,
+        0x40_0000_0028: GidEvent,
+        0x80_0000_0028: SidEvent,
+        0x100_0000_0028: PtraceEvent,
+        0x4000_0000_0000_0028: CoredumpEvent,
+        0x8000_0000_0000_0028: ExitEvent,
+    }
+    assert {key: cls for key, (_, cls) in kinds.items()} == want
+    guard, expected, readers = events._kernel_event()
+    assert expected == (0x3_0000_004C, 0x1_0000_0001, 40)
+    assert guard(KERNEL_FORK) == (0x3_0000_004C, 0x1_0000_0001, 40, 1)
+    assert set(readers) == {0x1, 0x2, 0x4, 0x40, 0x80, 0x100, 0x40000000, 0x80000000}
