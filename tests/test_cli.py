@@ -531,6 +531,7 @@ def test_unprivileged_user() -> None:
         assert "CAP_NET_ADMIN" in line
 
 
+@root  # a real NETLINK_CONNECTOR socket (qemu-user has none)
 @spawns
 def test_no_privilege_is_one_line() -> None:
     # Any kernel: the message a refused bind() gives, end to end.

@@ -542,6 +542,7 @@ def test_no_reply_in_a_user_namespace() -> None:
     assert code == 0
 
 
+@root  # a real NETLINK_CONNECTOR socket (qemu-user has none)
 def test_no_privilege_names_cap_net_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     class Refusing(socket.socket):
         def bind(self, address: Any) -> None:
