@@ -289,7 +289,7 @@ def _watch(options: Options, stop: _Stop) -> int:
             print(f"kstructs: cannot write to stdout: {_error_text(e)}", file=sys.stderr)
             return 1
         if not reached:
-            _drain(listener, counts)
+            _drain(listener, counts, table, accept)
     finally:
         listener.close()
     if not pipe_open:
@@ -317,9 +317,17 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
-def _drain(listener: Listener, counts: Counts) -> None:
-    """Count what is still queued: it will not be printed."""
+def _drain(
+    listener: Listener,
+    counts: Counts,
+    table: ProcTable,
+    accept: Callable[[ProcessEvent, Task | None], bool] | None,
+) -> None:
+    """Count what is still queued and would have been printed: it will not be.
+    Events the filter would drop (kinds taken only for the process table) are
+    not counted, so the table and the filter see them as the loop would."""
     printed_types = cli.PRINTED
+    apply = table.apply
     taken = 0
     while taken < _DRAIN_MAX:
         items = listener.read()
@@ -327,7 +335,11 @@ def _drain(listener: Listener, counts: Counts) -> None:
             return
         taken += len(items)
         for item in items:
-            if type(item) in printed_types and type(item) is not Loss:
+            kind = type(item)
+            if kind is Loss or kind not in printed_types:
+                continue
+            task = apply(item)  # type: ignore[arg-type]
+            if accept is None or accept(item, task):  # type: ignore[arg-type]
                 counts.unprinted += 1
 
 

@@ -1000,3 +1000,37 @@ def test_stats_and_quiet() -> None:
     assert row.split()[-1] == "kst-stats" and row.split()[4] == "1"  # its exit
     assert lines[-2].split()[0] == "all"
     assert re.match(r"kstructs: \d+ events, ", lines[-1])
+
+
+class _Queued:
+    """A listener stand-in whose queue holds ``items`` once."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.batches = [items]
+
+    def read(self) -> list[Any]:
+        return self.batches.pop() if self.batches else []
+
+
+def test_drain_at_exit_counts_only_what_would_have_been_printed(tmp_path: Path) -> None:
+    # watch subscribes to fork, exec, comm and exit for the process table
+    # whatever --events says: what is queued at a stop counts as unprinted
+    # only if the filter would have let it through.
+    from kstructs._watch import Counts, _drain
+    from kstructs._watchfilter import EventFilter
+
+    fake_proc(tmp_path, {})
+    table = ProcTable(str(tmp_path), cmdline=True, boot_offset_ns=0)
+    accept = EventFilter(table, kinds=["coredump"]).accept
+    queued = [
+        ForkEvent(1, 0, 10, 100, 100, 101, 101),
+        ExitEvent(2, 0, 20, 101, 101, 0, 17, 100, 100),
+        CoredumpEvent(3, 0, 30, 102, 102, 100, 100),
+        Loss(4, "enobufs"),
+    ]
+    counts = Counts()
+    _drain(_Queued(queued), counts, table, accept)  # type: ignore[arg-type]
+    assert counts.unprinted == 1
+    counts = Counts()
+    _drain(_Queued(queued), counts, table, None)  # type: ignore[arg-type]
+    assert counts.unprinted == 3
