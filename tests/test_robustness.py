@@ -709,11 +709,6 @@ def test_btf_load_size_limit(tmp_path: Path) -> None:
         assert os.path.getsize("/sys/kernel/btf/vmlinux") * 16 < MAX_SIZE
 
 
-@pytest.mark.xfail(
-    raises=RecursionError,
-    strict=True,
-    reason="the checker still walks members by its own recursion; with Btf.fields and Btf.field it passes",
-)
 def test_btf_check_of_an_anonymous_member_of_itself() -> None:
     from test_btf import BINDINGS
 
@@ -725,6 +720,35 @@ def test_btf_check_of_an_anonymous_member_of_itself() -> None:
     e.record("", 4, [("", 3, 0, 0)])
     with pytest.raises(CheckError, match="BTF type 0x3 contains itself"):
         check_btf(BINDINGS, Btf(e.blob()))
+
+
+def test_btf_check_of_2_to_the_60_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cb_id holds an anonymous union with 2**60 ways down to one more member:
+    # the check walks each type once. A walk that takes 100,000 type lookups
+    # is stopped here, since an exponential one would never end.
+    from test_btf import BINDINGS
+
+    from kstructs.conformance import check_btf
+
+    calls = 0
+    resolve = Btf.resolve
+
+    def counted(self: Btf, type_id: int) -> Type:
+        nonlocal calls
+        calls += 1
+        if calls > 100_000:
+            raise AssertionError("the member walk is not linear")
+        return resolve(self, type_id)
+
+    monkeypatch.setattr(Btf, "resolve", counted)
+    e = Encoder()
+    u32 = e.int_("unsigned int", 4)
+    inner = e.record("", 4, [("extra", u32, 0, 0)])
+    for _ in range(60):
+        inner = e.record("", 4, [("", inner, 0, 0), ("", inner, 0, 0)], union=True)
+    e.record("cb_id", 8, [("idx", u32, 0, 0), ("val", u32, 32, 0), ("", inner, 32, 0)])
+    report = check_btf(BINDINGS, Btf(e.blob()))
+    assert ("missing-in-binding", "struct cb_id.extra") in {(f.category, f.item) for f in report.findings}
 
 
 # --- CLI ---

@@ -240,40 +240,16 @@ class _BtfChecker:
         self.compare("signedness", item, "signed" if signed else "unsigned", "signed" if t.signed else "unsigned")
 
     def member(self, type_id: int, path: str) -> tuple[Member, int] | None:
-        """The member at a dotted path, with its bit offset from the outer type."""
-        found: tuple[Member, int] | None = None
-        base = 0
-        for name in path.split("."):
-            found = self.find(self.btf.resolve(type_id).id, name, base)
-            if found is None:
-                return None
-            member, base = found
-            type_id = member.type_id
-        return found
+        """The member at a dotted path, with its bit offset from the outer type (walked by kstructs.btf)."""
+        found = self.btf.field(type_id, path)
+        if found is None:
+            return None
+        m = found.member
+        return Member(m.name, m.type_id, m.bit_offset, found.bitfield_size), found.bit_offset
 
-    def find(self, type_id: int, name: str, base: int) -> tuple[Member, int] | None:
-        t = self.btf.type(type_id)
-        for m in t.members:
-            if m.name == name:
-                return m, base + m.bit_offset
-            if not m.name:  # a C11 unnamed member: its fields are reached through it
-                inner = self.find(self.btf.resolve(m.type_id).id, name, base + m.bit_offset)
-                if inner is not None:
-                    return inner
-        return None
-
-    def member_paths(self, type_id: int, prefix: str = "", base: int = 0) -> Iterator[tuple[str, Value]]:
-        for m in self.btf.resolve(type_id).members:
-            mt = self.btf.resolve(m.type_id)
-            offset = base + m.bit_offset
-            nested = mt.kind in (Kind.STRUCT, Kind.UNION) and not mt.name
-            if not m.name:
-                if nested:
-                    yield from self.member_paths(mt.id, prefix, offset)
-                continue
-            yield prefix + m.name, offset // 8 if offset % 8 == 0 else f"bit {offset}"
-            if nested:
-                yield from self.member_paths(mt.id, f"{prefix}{m.name}.", offset)
+    def member_paths(self, type_id: int) -> Iterator[tuple[str, Value]]:
+        for f in self.btf.fields(type_id):
+            yield f.path, f.bit_offset // 8 if f.bit_offset % 8 == 0 else f"bit {f.bit_offset}"
 
     def enumerators(self, constants: Mapping[str, int], not_mirrored: set[str]) -> None:
         """Enumerators of the enums that are mostly the binding's, both ways."""
