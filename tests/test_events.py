@@ -800,3 +800,8 @@ def test_nonzero_exit_bit_alone_passes_only_nonzero_exits() -> None:
     assert event_matches(exit3, 0x20000000) and not event_matches(exit0, 0x20000000)
     assert not event_matches(fork, 0x20000000)
     assert not event_matches(exit3, 0x1)  # only fork: the exit_code does not matter
+
+
+def test_unknown_event_to_dict_literal() -> None:
+    event = UnknownEvent(7, 1, 0x10, 0x1000, b"\x01\xab")
+    assert event.to_dict() == {"event": "unknown", "seq": 7, "cpu": 1, "timestamp_ns": 16, "what": 4096, "data": "01ab"}
