@@ -369,6 +369,10 @@ def test_equality_counts_the_kind() -> None:
     assert (exec_ == sid) is False
     assert len({exec_, sid, ExecEvent(1, 2, 3, 4, 4)}) == 2
     assert exec_ != (1, 2, 3, 4, 4)
+    assert (exec_ != ExecEvent(1, 2, 3, 4, 4)) is False
+    assert (exec_ != sid) is True
+    assert exec_.__ne__(object()) is NotImplemented
+    assert exec_.__eq__(object()) is NotImplemented
 
 
 @pytest.mark.parametrize("cls", list(PROCESS_EVENTS.values()))
@@ -755,3 +759,57 @@ def test_the_fast_table_rebuilt_from_the_layouts() -> None:
     assert expected == (0x3_0000_004C, 0x1_0000_0001, 40)
     assert guard(KERNEL_FORK) == (0x3_0000_004C, 0x1_0000_0001, 40, 1)
     assert set(readers) == {0x1, 0x2, 0x4, 0x40, 0x80, 0x100, 0x40000000, 0x80000000}
+
+
+# --- Requests, byte for byte -------------------------------------------------
+
+# PROC_CN_MCAST_IGNORE as a bare op, seq 6, ack 5, port 7, written out by hand.
+IGNORE_6_5_7 = bytes.fromhex(
+    "28000000 0300 0000 06000000 07000000"  # nlmsghdr: 40 bytes, NLMSG_DONE, seq 6, port 7
+    "01000000 01000000 06000000 05000000 0400 0000"  # cn_msg: 1:1, seq 6, ack 5, len 4
+    "02000000"  # PROC_CN_MCAST_IGNORE
+)
+
+
+def test_requests_byte_for_byte() -> None:
+    assert encode_ignore(seq=6, ack=5, port_id=7) == IGNORE_6_5_7
+    assert encode_mcast(cn_proc.PROC_CN_MCAST_IGNORE, seq=6, ack=5, port_id=7) == IGNORE_6_5_7
+    zero = encode_mcast(cn_proc.PROC_CN_MCAST_LISTEN)
+    assert zero == bytes.fromhex(
+        "28000000 0300 0000 00000000 00000000 01000000 01000000 00000000 00000000 0400 0000 01000000"
+    )
+    assert encode_ignore(seq=6, ack=5, port_id=7, filtered=True)[:HDR] == bytes.fromhex(
+        "2c000000 0300 0000 06000000 07000000"
+    )
+    assert parse_request(IGNORE_6_5_7) == McastRequest(2, None, 6, 5, 7)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (IGNORE_6_5_7[:36], r"^nlmsg_len 0x28 runs past the datagram end 0x24$"),  # the headers, no op
+        (IGNORE_6_5_7[:35], r"^request length 0x23 is shorter than nlmsghdr and cn_msg 0x24$"),
+        (patched(IGNORE_6_5_7, 0, "=I", 0x29), r"^nlmsg_len 0x29 runs past the datagram end 0x28$"),
+        (patched(IGNORE_6_5_7, 4, "=H", 2), r"^nlmsg_type 0x2 is not NLMSG_DONE$"),
+        (patched(IGNORE_6_5_7, HDR, "=I", 2), r"^cn_msg\.id 0x2:0x1 is not CN_IDX_PROC:CN_VAL_PROC$"),
+        (patched(IGNORE_6_5_7, HDR + 4, "=I", 2), r"^cn_msg\.id 0x1:0x2 is not CN_IDX_PROC:CN_VAL_PROC$"),
+        (patched(IGNORE_6_5_7, HDR + 16, "=H", 5), r"^cn_msg\.len 0x5 runs past the message end 0x28$"),
+    ],
+)
+def test_malformed_requests(data: bytes, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
+        parse_request(data)
+
+
+def test_nonzero_exit_bit_alone_passes_only_nonzero_exits() -> None:
+    exit0 = ExitEvent(1, 0, 0, 5, 5, 0, 17, 1, 1)
+    exit3 = ExitEvent(1, 0, 0, 5, 5, 0x300, 17, 1, 1)
+    fork = ForkEvent(1, 0, 0, 1, 1, 2, 2)
+    assert event_matches(exit3, 0x20000000) and not event_matches(exit0, 0x20000000)
+    assert not event_matches(fork, 0x20000000)
+    assert not event_matches(exit3, 0x1)  # only fork: the exit_code does not matter
+
+
+def test_unknown_event_to_dict_literal() -> None:
+    event = UnknownEvent(7, 1, 0x10, 0x1000, b"\x01\xab")
+    assert event.to_dict() == {"event": "unknown", "seq": 7, "cpu": 1, "timestamp_ns": 16, "what": 4096, "data": "01ab"}
