@@ -40,7 +40,8 @@ from kstructs._watchfilter import KIND_NAMES, EventFilter, kind_names
 from kstructs._watchstats import EventStats
 from kstructs.cn_proc import EventKind
 from kstructs.events import PROCESS_EVENTS, ExecEvent, KstructsError, ProcessEvent
-from kstructs.listener import Item, Listener, ListenerStats, Loss
+from kstructs.listener import Listener
+from kstructs.stream import Item, ListenerStats, Loss
 
 #: --events names, each with the kernel's PROC_EVENT_* bit that brings it.
 KINDS: Final = {

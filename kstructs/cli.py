@@ -53,7 +53,7 @@ from kstructs.events import (
     SidEvent,
     UidEvent,
 )
-from kstructs.listener import Item, Loss
+from kstructs.stream import Item, Loss
 
 #: The event names the CLI prints; anything else a listener yields (subscribe
 #: replies of other listeners, unknown kinds, netlink control messages) is
