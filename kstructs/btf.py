@@ -605,7 +605,9 @@ class Btf:
             entry = 8 if (info >> 24) & 0x1F == Kind.ENUM else 12
             entries = self._types[pos + 12 : pos + 12 + entry * (info & 0xFFFF)]
             for (name_off,) in struct.iter_unpack(self._order + "I" + "x" * (entry - 4), entries):
-                index.setdefault(name_off, []).append(type_id)
+                ids = index.setdefault(name_off, [])
+                if not ids or ids[-1] != type_id:  # an enum that repeats a name is listed once
+                    ids.append(type_id)
         return index
 
 

@@ -1446,3 +1446,108 @@ def test_a_short_parser_fuzz_finds_nothing_foreign() -> None:
         sys.path.remove(bench)
     result = fuzz_parser.fuzz(3000, 60.0, 1)
     assert result["foreign"] == 0, result["findings"]
+
+
+# --- BTF check ---
+# Hostile BTF through both tools: the checker's own member walks once recursed
+# on the input's depth, took 2**n steps, or compared every duplicate definition.
+
+BTF_CHECK_TOOLS = {
+    "header_diff": [sys.executable, str(Path(__file__).parent.parent / "tools" / "header_diff.py")],
+    "check": [sys.executable, "-m", "kstructs", "check", "kstructs.netlink", "kstructs.connector", "kstructs.cn_proc"],
+}
+
+
+def _cb_id_holding(e: Encoder, inner: int) -> None:
+    """struct cb_id as the binding has it, plus an unnamed member of type ``inner``."""
+    u32 = e.int_("unsigned int", 4)
+    e.record("cb_id", 8, [("idx", u32, 0, 0), ("val", u32, 32, 0), ("", inner, 64, 0)])
+
+
+def _btf_check_blob(case: str) -> tuple[bytes, str]:
+    """A hostile blob and the one line its check must end in."""
+    e = Encoder()
+    if case == "anonymous-member-of-itself":
+        _cb_id_holding(e, 3)  # type 3: an anonymous struct whose only member is itself
+        e.record("", 4, [("", 3, 0, 0)])
+        return e.blob(), "unreadable BTF: BTF type 0x3 contains itself"
+    if case == "record-member-of-itself":
+        _cb_id_holding(e, 2)
+        return e.blob(), "unreadable BTF: BTF type 0x2 contains itself"
+    if case == "named-path-blowup":
+        # 2**40 different paths a.b.a... under cb_id.
+        x = e.int_("int", 4)
+        inner = e.record("", 4, [("x", x, 0, 0)])
+        for _ in range(40):
+            inner = e.record("", 4, [("a", inner, 0, 0), ("b", inner, 0, 0)], union=True)
+        _cb_id_holding(e, inner)
+        return e.blob(), "unreadable BTF: BTF members of type 0x2c past 0x40000 steps"
+    if case == "many-definitions":
+        # 5000 cb_ids sharing one anonymous struct of 20000 members: 10**8 steps compared one by one.
+        u32 = e.int_("unsigned int", 4)
+        big = e.record("", 4, [(f"m{i}", u32, 0, 0) for i in range(20000)])
+        for _ in range(5000):
+            e.record("cb_id", 8, [("", big, 0, 0)])
+        return e.blob(), "unreadable BTF: BTF has 0x1388 definitions of struct cb_id, more than 0x40"
+    raise AssertionError(case)
+
+
+def _run_btf_check(tool: str, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    # The timeout bounds a walk that does not end; it is not a speed assertion.
+    args = BTF_CHECK_TOOLS[tool] + ["--btf", str(path), *extra]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("tool", sorted(BTF_CHECK_TOOLS))
+@pytest.mark.parametrize(
+    "case", ["anonymous-member-of-itself", "record-member-of-itself", "named-path-blowup", "many-definitions"]
+)
+def test_btf_check_hostile_blob_is_one_line_and_exit_2(tmp_path: Path, tool: str, case: str) -> None:
+    blob, message = _btf_check_blob(case)
+    path = tmp_path / "hostile.btf"
+    path.write_bytes(blob)
+    done = _run_btf_check(tool, path)
+    prog = "header_diff" if tool == "header_diff" else "kstructs check"
+    assert (done.returncode, done.stderr) == (2, f"{prog}: cannot check: {message}\n")
+
+
+@pytest.mark.parametrize("tool", sorted(BTF_CHECK_TOOLS))
+@pytest.mark.parametrize("case", ["deep-unnamed-chain", "unnamed-doubling"])
+def test_btf_check_deep_and_doubling_anonymous_members(tmp_path: Path, tool: str, case: str) -> None:
+    # Valid BTF that once ended in RecursionError (5000 nested unnamed structs)
+    # or never ended (2**40 unnamed paths to one member): the check runs, and
+    # finds the member the binding lacks at its one path.
+    e = Encoder()
+    u32 = e.int_("unsigned int", 4)
+    inner = e.record("", 4, [("extra", u32, 0, 0)])
+    for _ in range(5000 if case == "deep-unnamed-chain" else 40):
+        members = [("", inner, 0, 0)] if case == "deep-unnamed-chain" else [("", inner, 0, 0), ("", inner, 0, 0)]
+        inner = e.record("", 4, members, union=case == "unnamed-doubling")
+    e.record("cb_id", 12, [("idx", u32, 0, 0), ("val", u32, 32, 0), ("", inner, 64, 0)])
+    path = tmp_path / "deep.btf"
+    path.write_bytes(e.blob())
+    done = _run_btf_check(tool, path, "--json")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    doc = json.loads(done.stdout)
+    findings = [f for f in doc["findings"] if f["source"] == "btf" and f["item"].startswith("struct cb_id")]
+    assert {(f["category"], f["item"], f["c"]) for f in findings} == {
+        ("size", "struct cb_id", 12),
+        ("missing-in-binding", "struct cb_id.extra", 8),
+    }
+
+
+def test_btf_check_enum_repeating_one_name(tmp_path: Path) -> None:
+    # One enum of 60000 enumerators all called PROC_EVENT_FORK: each enum is
+    # weighed once (3.6 * 10**9 steps before), and its values compared.
+    e = Encoder()
+    name = e.name("PROC_EVENT_FORK")
+    e.add(Kind.ENUM, "proc_cn_event", 4, vlen=60000, tail=struct.pack("<II", name, 2) * 60000)
+    path = tmp_path / "enum.btf"
+    path.write_bytes(e.blob())
+    done = _run_btf_check("check", path, "--json")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    values = [f for f in doc["findings"] if f["source"] == "btf" and f["category"] == "value"]
+    assert len(values) == 60000
+    assert {(f["item"], f["binding"], f["c"]) for f in values} == {("PROC_EVENT_FORK", 1, 2)}

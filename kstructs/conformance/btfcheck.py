@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kstructs.btf import Btf, Kind, Member, Type
+from kstructs.btf import Btf, Kind, Type
 from kstructs.conformance.bits import bit_span
-from kstructs.conformance.headers import _covered
 from kstructs.conformance.layout import FieldPath, RecordInfo, describe_type, field_paths, is_legacy_nested
 from kstructs.conformance.layout import signed as layout_signed
 from kstructs.conformance.model import (
@@ -28,6 +27,9 @@ from kstructs.errors import BtfError, CheckError
 
 # ---------------------------------------------------------------------------
 # The BTF check.
+
+# Definitions of one tag compared at most: the kernel's BTF has up to four.
+_MAX_CANDIDATES = 0x40
 
 
 def check_btf(bindings: Sequence[Binding], btf: Btf | str | Path = DEFAULT_BTF, *, kernel: str | None = None) -> Report:
@@ -126,8 +128,8 @@ class _BtfChecker:
             outer = self.btf.named(head, kind)
             if not path:
                 return f"{words[0]} {head}", outer
-            found = [m for t in outer if (m := self.member(t.id, path)) is not None]
-            return text, [self.btf.resolve(m.type_id) for m, _ in found]
+            found = [f for t in outer if (f := self.btf.field(t.id, path)) is not None]
+            return text, [self.btf.resolve(f.member.type_id) for f in found]
         typedefs = self.btf.named(text, Kind.TYPEDEF)
         records = self.btf.named(text, Kind.STRUCT) + self.btf.named(text, Kind.UNION)
         return text, records + [self.btf.resolve(t.id) for t in typedefs]
@@ -145,7 +147,10 @@ class _BtfChecker:
             else:
                 self.findings.append(Finding("not-in-btf", tag, rec.size, None, "btf"))
             return
-        # Kernel BTF may hold several definitions of a tag: take the one closest to the binding.
+        # Kernel BTF may hold several definitions of a tag (a few at most): take the
+        # one closest to the binding. Each is walked on its own, so their number is bounded.
+        if len(candidates) > _MAX_CANDIDATES:
+            raise BtfError(f"BTF has 0x{len(candidates):x} definitions of {tag}, more than 0x{_MAX_CANDIDATES:x}")
         best: tuple[int, list[Finding], int] | None = None
         for t in candidates:
             sub = _BtfChecker(self.btf, self.bindings, self.version)
@@ -168,20 +173,20 @@ class _BtfChecker:
         big = sys.byteorder == "big"
         for f in mine:
             item = f"{tag}.{f.path}"
-            found = self.member(type_id, f.path)
+            found = self.btf.field(type_id, f.path)
             if found is None:
                 if not any(item.startswith(g + ".") for g in gone):
                     gone.append(item)
                     self.findings.append(_absent(binding, item, f.offset, version=self.version, source="btf"))
                 continue
-            member, bit_offset = found
+            member, bit_offset = found.member, found.bit_offset
             if f.bits:
                 span = bit_span(bytes.fromhex((f.masks or {}).get("-1", "")), big != f.owner.swapped)
                 mine_words = "no bits" if span is None else f"bit {span[0] + f.base * 8}, {span[1]} bits"
-                width = member.bitfield_size or 8 * self.btf.size_of(member.type_id)
+                width = found.bitfield_size or 8 * self.btf.size_of(member.type_id)
                 self.compare("bitfield", item, mine_words, f"bit {bit_offset}, {width} bits", "offset and width")
                 continue
-            if member.bitfield_size:
+            if found.bitfield_size:
                 self.checked += 1
                 size = f.type.get("size")
                 self.findings.append(Finding("type", item, f"a full field of {size} bytes", "a bitfield", "btf"))
@@ -218,11 +223,15 @@ class _BtfChecker:
         if binding.is_prefix(rec) or not binding.complete:
             return
         paths = {f.path: f for f in mine}
-        missing: list[str] = []
-        for path, offset in self.member_paths(type_id):
-            if path not in paths and not _covered(path, paths, missing):
-                missing.append(path)
-                self.findings.append(Finding("missing-in-binding", f"{tag}.{path}", None, offset, "btf"))
+        missing: set[str] = set()
+        # Btf.fields walks iteratively, each (type, path prefix) once, within a
+        # budget: hostile BTF ends in a BtfError, not a RecursionError or 2**n paths.
+        for field in self.btf.fields(type_id):
+            path, offset = field.path, field.bit_offset
+            if path not in paths and not _spoken_for(path, paths, missing):
+                missing.add(path)
+                where: Value = offset // 8 if offset % 8 == 0 else f"bit {offset}"
+                self.findings.append(Finding("missing-in-binding", f"{tag}.{path}", None, where, "btf"))
 
     def dims(self, t: Type) -> list[int]:
         """The lengths of an array type and the arrays it holds, outermost first."""
@@ -239,32 +248,37 @@ class _BtfChecker:
             return
         self.compare("signedness", item, "signed" if signed else "unsigned", "signed" if t.signed else "unsigned")
 
-    def member(self, type_id: int, path: str) -> tuple[Member, int] | None:
-        """The member at a dotted path, with its bit offset from the outer type (walked by kstructs.btf)."""
-        found = self.btf.field(type_id, path)
-        if found is None:
-            return None
-        m = found.member
-        return Member(m.name, m.type_id, m.bit_offset, found.bitfield_size), found.bit_offset
-
-    def member_paths(self, type_id: int) -> Iterator[tuple[str, Value]]:
-        for f in self.btf.fields(type_id):
-            yield f.path, f.bit_offset // 8 if f.bit_offset % 8 == 0 else f"bit {f.bit_offset}"
-
     def enumerators(self, constants: Mapping[str, int], not_mirrored: set[str]) -> None:
         """Enumerators of the enums that are mostly the binding's, both ways."""
-        ours: dict[int, list[str]] = {}
+        ours: set[int] = set()
+        seen: set[int] = set()
         for name in constants:
             for enum, _ in self.btf.enumerator(name):
+                # Each enum is weighed once, however many of its enumerators the binding names.
+                if enum.id in seen:
+                    continue
+                seen.add(enum.id)
                 names = [e.name for e in enum.enumerators]
                 if sum(n in constants for n in names) * 2 > len(names):
-                    ours[enum.id] = names
+                    ours.add(enum.id)
         for type_id in ours:
             for e in self.btf.type(type_id).enumerators:
                 if e.name in constants:
                     self.compare("value", e.name, constants[e.name], e.value)
                 elif e.name not in not_mirrored:
                     self.findings.append(Finding("missing-in-binding", e.name, None, e.value, "btf", "enumerator"))
+
+
+def _spoken_for(path: str, mine: Mapping[str, FieldPath], missing: set[str]) -> bool:
+    """Whether a C field path lies inside a member already reported missing, or
+    inside a binding field that is not walked into (its own findings cover it)."""
+    prefix = ""
+    for part in path.split(".")[:-1]:
+        prefix += part
+        if prefix in missing or (prefix in mine and not mine[prefix].nested):
+            return True
+        prefix += "."
+    return False
 
 
 def _words(t: Type) -> str:
