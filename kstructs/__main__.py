@@ -7,12 +7,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from kstructs import _watch
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kstructs", description="The Linux process-events connector ABI.")
+    parser = _Parser(prog="kstructs", description="The Linux process-events connector ABI.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     watch = commands.add_parser(
         "watch",
