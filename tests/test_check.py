@@ -12,6 +12,7 @@ import ctypes
 import io
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,27 @@ CASES = HERE / "check_modules"
 RIGHT = str(CASES / "right.py")
 WRONG = str(CASES / "wrong.py")
 INCLUDE = ["--include-dir", str(CASES)]
-PY312 = "/root/.pyenv/versions/3.12.1/bin/python"
+
+
+def _other_python() -> str | None:
+    """A CPython 3.11+ other than the one running the tests: pyenv's, or one on PATH."""
+    this = sys.version_info[:2]
+    base = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = [str(v / "bin" / "python") for v in sorted(base.glob("3.1*")) if (v / "bin" / "python").is_file()]
+    found += [p for minor in range(11, 16) if (p := shutil.which(f"python3.{minor}")) is not None]
+    for exe in found:
+        done = subprocess.run(
+            [exe, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, check=False
+        )
+        words = done.stdout.split()
+        if done.returncode == 0 and len(words) == 2:
+            version = (int(words[0]), int(words[1]))
+            if version >= (3, 11) and version != this:
+                return exe
+    return None
+
+
+OTHER_PYTHON = _other_python()
 
 
 def check(*args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any], str]:
@@ -252,12 +273,19 @@ def test_btf_of_an_object_compiled_with_gbtf(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.skipif(not os.access(PY312, os.X_OK), reason=f"no {PY312}")
+@pytest.mark.skipif(OTHER_PYTHON is None, reason="no CPython 3.11+ other than this one (pyenv or PATH)")
 def test_another_interpreter_describes_the_binding() -> None:
-    status, doc, _ = check(RIGHT, *INCLUDE, "--python", PY312)
+    assert OTHER_PYTHON is not None
+    other = subprocess.run(
+        [OTHER_PYTHON, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    status, doc, _ = check(RIGHT, *INCLUDE, "--python", OTHER_PYTHON)
     assert status == 0, mismatches(doc)
-    assert doc["binding"]["python"].startswith("3.12.")
-    _, doc, _ = check(WRONG, *INCLUDE, "--python", PY312)
+    assert doc["binding"]["python"] == other != platform.python_version()
+    _, doc, _ = check(WRONG, *INCLUDE, "--python", OTHER_PYTHON)
     assert len(mismatches(doc)) == 15
 
 
