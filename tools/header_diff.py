@@ -77,22 +77,8 @@ def _document(reports: Sequence[Report], findings: Sequence[Finding], status: in
         "strict": strict,
         "checked": sum(r.checked for r in reports),
         "counts": _counts(findings),
-        "sources": [
-            {"source": r.source, "description": r.description, "linux_version": r.version, "checked": r.checked}
-            for r in reports
-        ],
-        "findings": [
-            {
-                "category": f.category,
-                "severity": f.severity,
-                "source": f.source,
-                "item": f.item,
-                "binding": f.binding,
-                "c": f.c,
-                "note": f.note,
-            }
-            for f in findings
-        ],
+        "sources": [r.to_dict() for r in reports],
+        "findings": [f.to_dict() for f in findings],
     }
     return json.dumps(doc, indent=2)
 

@@ -362,21 +362,7 @@ def _document(
         "binding": binding,
         "target": target,
         "compared": {"layouts": layouts and status != 2, "bitfields": bitfields and status != 2, "values": status != 2},
-        "sources": [
-            {"source": r.source, "description": r.description, "linux_version": r.version, "checked": r.checked}
-            for r in reports
-        ],
+        "sources": [r.to_dict() for r in reports],
         "categories": {k: {"severity": s, "meaning": m} for k, (s, m) in CATEGORIES.items()},
-        "findings": [
-            {
-                "category": f.category,
-                "severity": f.severity,
-                "source": f.source,
-                "item": f.item,
-                "binding": f.binding,
-                "c": f.c,
-                "note": f.note,
-            }
-            for f in findings
-        ],
+        "findings": [f.to_dict() for f in findings],
     }

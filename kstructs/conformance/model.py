@@ -72,6 +72,18 @@ class Finding:
         """One of "mismatch", "note" or "info"."""
         return CATEGORIES[self.category][0]
 
+    def to_dict(self) -> dict[str, object]:
+        """The finding in the JSON documents of ``kstructs check`` and ``tools/header_diff.py``."""
+        return {
+            "category": self.category,
+            "severity": self.severity,
+            "source": self.source,
+            "item": self.item,
+            "binding": self.binding,
+            "c": self.c,
+            "note": self.note,
+        }
+
 
 @dataclass(frozen=True)
 class Report:
@@ -82,6 +94,15 @@ class Report:
     version: str | None  # the Linux version of the headers or kernel, when known
     checked: int  # facts compared
     findings: tuple[Finding, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """What was checked, in the JSON documents' ``sources``."""
+        return {
+            "source": self.source,
+            "description": self.description,
+            "linux_version": self.version,
+            "checked": self.checked,
+        }
 
     def failed(self, strict: bool = False) -> bool:
         """A mismatch; with ``strict``, a note too."""
