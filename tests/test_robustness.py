@@ -1309,7 +1309,7 @@ def test_header_diff_json_when_the_check_cannot_run() -> None:
     assert done.returncode == 2
     assert done.stderr == b"header_diff: cannot check: no C compiler: 'no-such-cc' not found\n"
     doc = json.loads(done.stdout.decode("utf-8"))
-    assert (doc["status"], doc["conforms"], doc["findings"]) == (2, False, [])
+    assert (doc["status"], doc["conforms"], doc["findings"]) == (2, None, [])
     assert doc["error"] == "no C compiler: 'no-such-cc' not found"
     usage = header_diff("--json", "--cc-timeout", "soon")
     assert usage.returncode == 2

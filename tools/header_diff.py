@@ -87,7 +87,7 @@ def _failure(message: str, strict: bool) -> str:
     """The JSON document when the check could not run."""
     doc = {
         "status": 2,
-        "conforms": False,
+        "conforms": None,
         "strict": strict,
         "error": message,
         "checked": 0,
