@@ -162,6 +162,26 @@ def test_in_place_reader_agrees_with_parse_events(data: bytes, expected: Event) 
         assert got == expected
 
 
+@pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
+@pytest.mark.parametrize(
+    "wrap", [bytes, bytearray, lambda d: memoryview(d).cast("I")], ids=["bytes", "bytearray", "u32"]
+)
+def test_a_kernel_event_is_read_without_the_general_path(
+    data: bytes, expected: Event, wrap: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # parse_events reads every process event the kernel sends with its own
+    # guard, whatever the buffer; only the reply goes message by message.
+    general: list[bytes] = []
+
+    def spy(flat: Any) -> list[Event]:
+        general.append(bytes(flat))
+        return _parse_all(flat)
+
+    monkeypatch.setattr(events, "_parse_all", spy)
+    assert parse_events(wrap(data)) == [expected]
+    assert general == ([data] if isinstance(expected, AckEvent) else [])
+
+
 def test_in_place_reader_needs_one_whole_kernel_event() -> None:
     assert read_kernel_event(KERNEL_FORK, 0) == ForkEvent(0x70, 1, 0x6B0E5E1ADA, 1752, 1752, 1753, 1753)
     assert read_kernel_event(KERNEL_FORK[:-1], 0) is None  # one byte short
