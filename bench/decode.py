@@ -121,11 +121,18 @@ def baseline_package(rev: str) -> Iterator[ModuleType | str]:
                 capture_output=True,
                 check=True,
             ).stdout
-        except (OSError, subprocess.CalledProcessError) as e:
-            yield f"not available (git archive {rev}: {e})"
+        except subprocess.CalledProcessError as e:
+            why = e.stderr.decode(errors="replace").strip().splitlines()
+            yield f"not available (git archive {rev}: {why[0] if why else e.returncode})"
+            return
+        except OSError as e:
+            yield f"not available (git: {e})"
             return
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tmp, filter="data")
+        if not (Path(tmp) / "kstructs" / "events.py").is_file():
+            yield f"not available (no kstructs/events.py at {rev})"
+            return
         # Import it as "kstructs" with this tree's modules set aside, so that
         # its own imports find its own modules; then put this tree's back.
         ours = {name: module for name, module in sys.modules.items() if _is_kstructs(name)}
@@ -139,9 +146,15 @@ def baseline_package(rev: str) -> Iterator[ModuleType | str]:
             found = f"not available (import at {rev}: {e!r})"
         finally:
             sys.path.remove(tmp)
-            for name in [n for n in sys.modules if _is_kstructs(n)]:
+            theirs = {name: module for name, module in sys.modules.items() if _is_kstructs(name)}
+            for name in theirs:
                 del sys.modules[name]
             sys.modules.update(ours)
+        # A module missing at rev would come from this tree (an editable
+        # install's finder): then it is not the revision's code.
+        strays = sorted(n for n, m in theirs.items() if not str(getattr(m, "__file__", tmp)).startswith(tmp))
+        if strays and not isinstance(found, str):
+            found = f"not available ({', '.join(strays)} not at {rev})"
         yield found
 
 
