@@ -10,6 +10,7 @@ import mmap
 import pickle
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -162,6 +163,26 @@ def test_in_place_reader_agrees_with_parse_events(data: bytes, expected: Event) 
         assert got == expected
 
 
+@pytest.mark.parametrize(("data", "expected"), KINDS, ids=[type(e).__name__ for _, e in KINDS])
+@pytest.mark.parametrize(
+    "wrap", [bytes, bytearray, lambda d: memoryview(d).cast("I")], ids=["bytes", "bytearray", "u32"]
+)
+def test_a_kernel_event_is_read_without_the_general_path(
+    data: bytes, expected: Event, wrap: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # parse_events reads every process event the kernel sends with its own
+    # guard, whatever the buffer; only the reply goes message by message.
+    general: list[bytes] = []
+
+    def spy(flat: Any) -> list[Event]:
+        general.append(bytes(flat))
+        return _parse_all(flat)
+
+    monkeypatch.setattr(events, "_parse_all", spy)
+    assert parse_events(wrap(data)) == [expected]
+    assert general == ([data] if isinstance(expected, AckEvent) else [])
+
+
 def test_in_place_reader_needs_one_whole_kernel_event() -> None:
     assert read_kernel_event(KERNEL_FORK, 0) == ForkEvent(0x70, 1, 0x6B0E5E1ADA, 1752, 1752, 1753, 1753)
     assert read_kernel_event(KERNEL_FORK[:-1], 0) is None  # one byte short
@@ -204,6 +225,43 @@ def test_comm_stops_at_the_first_nul_and_keeps_odd_bytes() -> None:
     assert parse_events(full) == [CommEvent(77, 1, 0x0102030405060708, 1, 1, "0123456789abcdef")]
 
 
+def _comm_of(event: object) -> str:
+    assert isinstance(event, CommEvent)
+    return event.comm
+
+
+def test_each_comm_name_is_decoded_once_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A handful of names recur: every reader decodes a name it has not seen,
+    # and then hands out that same str for it.
+    monkeypatch.setattr(events, "_COMMS", {})
+    data = datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=13, process_tgid=13, comm=b"kworker/0:1")
+    batch = bytes(8) + data + bytes(8)
+    readers: dict[str, Callable[[], object]] = {
+        "parse_events": lambda: parse_events(data)[0],
+        "read_kernel_event": lambda: read_kernel_event(batch, 8),
+        "general path": lambda: parse_events(data + noop())[0],
+    }
+    for name, read in readers.items():
+        monkeypatch.setattr(events, "_COMMS", {})
+        first, second = _comm_of(read()), _comm_of(read())
+        assert first == "kworker/0:1", name
+        assert second is first, name
+        assert events._COMMS == {b"kworker/0:1\0\0\0\0\0": "kworker/0:1"}, name
+
+
+def test_the_comm_cache_holds_at_most_4096_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Names an attacker can choose (prctl(PR_SET_NAME)) must not grow it without bound.
+    def comm(name: bytes, cached: int) -> dict[bytes, str]:
+        cache = {i.to_bytes(16, "little"): str(i) for i in range(cached)}
+        monkeypatch.setattr(events, "_COMMS", cache)
+        data = datagram(cn_proc.PROC_EVENT_COMM, "comm", process_pid=1, process_tgid=1, comm=name)
+        assert _comm_of(parse_events(data)[0]) == name.decode()
+        return cache
+
+    assert len(comm(b"sh", 4095)) == 4096
+    assert comm(b"sh", 4096) == {b"sh" + bytes(14): "sh"}  # full: emptied first
+
+
 def test_unknown_kind_keeps_the_raw_event_data() -> None:
     data = datagram(0x1000, "exit", process_pid=0x11223344)
     (ev,) = parse_events(data)
@@ -224,6 +282,13 @@ def test_exit_before_4_18_has_no_parent() -> None:
     # (no comm) the whole union was 16 bytes: cn_msg.len 32.
     data = datagram(cn_proc.PROC_EVENT_EXIT, "exit", cn_len=32, process_pid=5, process_tgid=5, exit_code=9)
     assert parse_events(data) == [ExitEvent(77, 1, 0x0102030405060708, 5, 5, 9, 0, 0, 0)]
+
+
+def test_an_exit_before_4_18_after_another_message() -> None:
+    # The shorter exit is read where its message starts, not at the datagram's start.
+    old_exit = datagram(cn_proc.PROC_EVENT_EXIT, "exit", cn_len=32, process_pid=5, process_tgid=5, exit_code=9)
+    fork, expected = KINDS[0]
+    assert parse_events(fork + old_exit) == [expected, ExitEvent(77, 1, 0x0102030405060708, 5, 5, 9, 0, 0, 0)]
 
 
 def test_coredump_before_4_18_has_no_parent() -> None:
