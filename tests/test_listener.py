@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
+from conftest import hang_guard
 
 from kstructs import listener as listener_module
 from kstructs.cn_proc import EventKind
@@ -68,7 +69,7 @@ def pid_of(item: Item) -> int | None:
     return None
 
 
-def collect(listener: Listener, done: Callable[[list[Item]], bool], timeout: float = 10.0) -> list[Item]:
+def collect(listener: Listener, done: Callable[[list[Item]], bool], timeout: float = hang_guard(10.0)) -> list[Item]:
     """Read until ``done(items)``; fail after ``timeout`` seconds."""
     items: list[Item] = []
     poller = select.poll()
@@ -104,7 +105,7 @@ def in_child(body: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-TEST_TIMEOUT = 60.0  # seconds any one test may take
+TEST_TIMEOUT = hang_guard(60.0)  # seconds any one test may take
 
 
 class Overtime(BaseException):
