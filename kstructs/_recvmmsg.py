@@ -153,7 +153,7 @@ class Batch:
 
     def clear(self, n: int) -> None:
         """Mark the first ``n`` slots empty: their datagrams are taken."""
-        end = n * ctypes.sizeof(mmsghdr)
+        end = n * self._results.size  # sizeof(mmsghdr)
         self._msgs_view[:end] = self._cleared[:end]
 
     def uniform(self, n: int) -> int | None:

@@ -255,13 +255,17 @@ class Listener:
         self._socket()
         return self._iterate()
 
+    def _refill(self) -> bool:
+        """What has arrived into the pending events, if there are none: False once closed."""
+        if not self._pending:
+            if self._sock is None:
+                return False
+            self._drain(self._pending, wait=False)
+        return True
+
     def _iterate(self) -> Iterator[Item]:
         pending, pause, clock, sleep = self._pending, self._stream.pause, time.monotonic, time.sleep
-        while True:
-            if not pending:
-                if self._sock is None:
-                    return
-                self._drain(pending, wait=False)
+        while self._refill():
             if not pending:
                 try:
                     self._drain(pending, wait=True)
@@ -292,11 +296,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         fd, wake_fd = self.fileno(), self._wake
         pending = self._pending
-        while True:
-            if not pending:
-                if self._sock is None:
-                    return
-                self._drain(pending, wait=False)
+        while self._refill():
             if pending:
                 pause = self.pause()
                 while pending:

@@ -275,6 +275,28 @@ def test_the_fast_path_counts() -> None:
     assert s.stats == ListenerStats(received=8, events=6, filtered=4, lost=2)
 
 
+def test_the_fast_path_reads_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kernel events of a kind the filter keeps need neither the parser nor event_matches().
+    from kstructs import stream as stream_module
+
+    def unused(*args: object) -> bool:
+        raise AssertionError("not on the fast path")
+
+    s = EventStream(FORK | EXIT)
+    s.drained([])
+    assert s.backlog is False
+    monkeypatch.setattr(stream_module, "parse_events", unused)
+    monkeypatch.setattr(stream_module, "event_matches", unused)
+    monkeypatch.setattr(s, "receive_frames", unused)  # the general path
+    out = take_kernel(s, fork(1), exit_(2), fork(3))
+    assert [type(x) for x in out] == [ForkEvent, ExitEvent, ForkEvent] and s.backlog is True
+    assert [type(v) for v in (s.stats.received, s.stats.events, s.offset)] == [int, int, int]
+    assert (s.stats.received, s.stats.events, s.offset) == (3, 3, 2 * STRIDE)
+    # The general path reads whole kernel events in place too.
+    g = EventStream(FORK | EXIT)
+    assert take_batch(g, fork(1), exit_(2)) == out[:2] and g.stats.received == 2
+
+
 def test_the_fast_path_from_the_middle_of_a_batch_and_of_none() -> None:
     s = EventStream()
     buf, _ = batch(fork(1), fork(2), fork(3))
