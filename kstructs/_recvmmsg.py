@@ -133,7 +133,9 @@ class Batch:
         for i in range(vlen):
             self._msgs[i].msg_len = _EMPTY
         self._cleared = memoryview(bytes(self._msgs_view))
-        self._len_at = len_at
+        # Each slot's msg_len, as a strided view of the array (4-aligned in a 4-multiple slot).
+        assert not len_at % 4 and not ctypes.sizeof(mmsghdr) % 4
+        self._lens = self._msgs_view.cast("I")[len_at // 4 :: ctypes.sizeof(mmsghdr) // 4]
 
     def receive(self, fd: int, flags: int) -> int:
         """Fill the slots (call ``clear`` first); the number filled, or a negative errno."""
@@ -144,28 +146,34 @@ class Batch:
         """How many slots hold a datagram not yet cleared: what the last
         ``receive`` returned, even to a caller that an exception (a signal)
         stopped before it saw the count."""
-        msgs = self._msgs
-        n = 0
-        while n < self.vlen and msgs[n].msg_len != _EMPTY:
+        lens, n = self._lens, 0
+        while n < self.vlen and lens[n] != _EMPTY:
             n += 1
         return n
 
     def clear(self, n: int) -> None:
         """Mark the first ``n`` slots empty: their datagrams are taken."""
-        end = n * ctypes.sizeof(mmsghdr)
+        end = n * self._results.size  # sizeof(mmsghdr)
         self._msgs_view[:end] = self._cleared[:end]
+
+    def uniform(self, n: int) -> int | None:
+        """The sender's port id when each of the first ``n`` datagrams is
+        ``common`` bytes long, whole, and from one sender to one group; else None."""
+        if self._uniform.startswith(self._msgs_view[: n * self._results.size]):
+            names = bytes(self._names_view[: n * self._senders.size])
+            first = names[: self._senders.size]
+            if names == first * n:
+                sender: int = self._senders.unpack(first)[0]
+                return sender
+        return None
 
     def frames(self, n: int) -> Iterator[tuple[tuple[int, int], tuple[int], int]]:
         """For each of the first ``n`` datagrams: ``(msg_flags, length)``,
         ``(sender port id,)`` and its offset in ``view``."""
         offsets = range(0, n * self.size, self.size)
-        if self._uniform.startswith(bytes(self._msgs_view[: n * self._results.size])):
-            # Every one is ``common`` bytes, whole. From one sender to one group?
-            names = bytes(self._names_view[: n * self._senders.size])
-            first = names[: self._senders.size]
-            if names == first * n:
-                (sender,) = self._senders.unpack(first)
-                return zip(repeat((0, self.common), n), repeat((sender,), n), offsets, strict=False)
+        sender = self.uniform(n)
+        if sender is not None:
+            return zip(repeat((0, self.common), n), repeat((sender,), n), offsets, strict=False)
         results = self._results.iter_unpack(self._msgs_view[: n * self._results.size])
         senders = self._senders.iter_unpack(self._names_view[: n * self._senders.size])
         return zip(results, senders, offsets, strict=False)

@@ -5,30 +5,23 @@ subscribes, and confirms the subscription by the kernel's reply. Then it
 yields events, blocking (``for ev in listener``), non-blocking
 (``fileno()`` + ``read()``) or under asyncio (``async for``).
 
-It only makes the system calls. Everything between the datagrams and the
-events -- the sender check, parsing, loss accounting, the user-space filter,
-matching the reply, the statistics, pacing -- is ``kstructs.stream``'s
-``EventStream``, which it feeds. What it adds:
+It only makes the system calls and reads ``/proc``. What the datagrams mean
+-- the sender check, parsing, loss accounting, the user-space filter, the
+statistics, pacing -- is ``kstructs.stream``'s ``EventStream``; the requests,
+their nonces and what a reply means are ``kstructs._subscription``'s.
 
 - With ``events``, it asks the kernel to filter (``struct proc_input``,
   Linux 6.6); the stream filters in user space as well, so older kernels
   give the same stream.
-- Requests carry a nonce from ``secrets`` in ``cn_msg.ack``; the kernel
-  sends every reply to every listener, so an error reply is believed only
-  when a second request, under a fresh nonce, is refused too.
 - It tells the stream the socket's ``Drops`` (``/proc/net/netlink``) when an
   overflow ends, when ``stats`` is read and at ``close()``: ``stats.lost``
   counts every datagram the kernel dropped for the socket.
 - An interrupted read (``KeyboardInterrupt``) loses at most the datagram in
   hand: the slots ``recvmmsg()`` filled stay marked until taken.
-- ``close()`` sends ``PROC_CN_MCAST_IGNORE`` exactly once, and only from the
-  process that opened the listener: the kernel keeps building events for as
-  long as it counts a listener.
-- A process forked from the one that opened a listener shares its socket.
-  The child may close it (or leave a ``with`` block): that closes the
-  child's descriptor only, and the parent goes on receiving. The child
-  should not read from it -- each datagram goes to whichever process reads
-  it first -- but open its own listener.
+- ``close()`` sends ``PROC_CN_MCAST_IGNORE``, once, and only from the process
+  that opened the listener. A forked child may close it (that closes the
+  child's descriptor only) but should not read from it: each datagram goes
+  to whichever process reads it first.
 - ``close()`` may be called from another thread: a thread blocked in the
   iterator wakes and its iteration ends. Otherwise one thread at a time
   reads a listener.
@@ -41,7 +34,6 @@ import errno
 import itertools
 import os
 import platform
-import secrets
 import select
 import socket
 import threading
@@ -52,12 +44,13 @@ from types import TracebackType
 from typing import Final, Self
 
 from kstructs._recvmmsg import Batch
+from kstructs._subscription import Subscription
 from kstructs.cn_proc import PROC_EVENT_ALL, EventKind
 from kstructs.connector import CN_IDX_PROC, CONNECTOR_MAX_MSG_SIZE, cn_msg
 from kstructs.errors import NamespaceError, NoAckError, NoConnectorError, PrivilegeError
-from kstructs.events import KERNEL_EVENT_SIZE, AckEvent, encode_ignore, encode_listen
+from kstructs.events import KERNEL_EVENT_SIZE, AckEvent
 from kstructs.netlink import NETLINK_CONNECTOR, nlmsg_space
-from kstructs.stream import EventStream, Item, ListenerStats, Loss
+from kstructs.stream import DEFAULT_LINGER, EventStream, Item, ListenerStats, Loss
 
 # include/uapi/asm-generic/socket.h; alpha, parisc and sparc number it 0x100b.
 SO_RCVBUFFORCE: Final = getattr(
@@ -69,21 +62,14 @@ SO_RCVBUFFORCE: Final = getattr(
 #: queue holds some 20 000 events, over half a second of a fork storm.
 DEFAULT_RCVBUF: Final = 8 << 20
 
-#: How long the iterators wait for more events after handing out a batch
-#: (seconds): the most it delays an event.
-DEFAULT_LINGER: Final = 0.004
-
 # Room for the largest datagram the connector sends: one message of
 # CONNECTOR_MAX_MSG_SIZE bytes of payload. A longer one (from a foreign
 # sender: rejected anyway) is truncated.
 _RECV_SIZE: Final = nlmsg_space(ctypes.sizeof(cn_msg) + CONNECTOR_MAX_MSG_SIZE)
-# Datagrams one recvmmsg() call takes at most.
-_VLEN: Final = 64
-# Datagrams read() takes in one call: bounds its latency and its list.
-_BATCH: Final = 1024
+_VLEN: Final = 64  # datagrams one recvmmsg() call takes at most
+_BATCH: Final = 1024  # datagrams one read takes at most: bounds its latency and its list
 # The kernel answers a subscribe request inside sendmsg() (cn_rx_skb() runs
-# the callback synchronously), so the probe for proc_input support needs no
-# long wait: its reply is queued, or there is none.
+# the callback synchronously): the probe for proc_input support needs no long wait.
 _PROBE_TIMEOUT: Final = 0.25
 # Plain ints: the socket module's are IntFlag members, whose & runs in Python.
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
@@ -109,9 +95,8 @@ class Listener:
     reply to the subscription. ``linger``: after handing out what one read
     returned, the iterators wait that many seconds before reading again, so
     that under a storm one wakeup takes many events (a wakeup costs more CPU
-    than an event). It delays an event by at most ``linger``; 0 reads again
-    at once. Under a storm too fast for the receive buffer the wait is
-    shorter (``pause``).
+    than an event); 0 reads again at once. Under a storm too fast for the
+    receive buffer the wait is shorter (``pause``).
     """
 
     def __init__(
@@ -122,17 +107,13 @@ class Listener:
         ack_timeout: float = 1.0,
         linger: float = DEFAULT_LINGER,
     ) -> None:
-        if not linger >= 0:
-            raise ValueError(f"linger must be a non-negative number of seconds: {linger!r}")
         self._stream = EventStream(events, linger=linger)
         self.events: int | None = self._stream.events
         self.rcvbuf = DEFAULT_RCVBUF if rcvbuf is None else rcvbuf
         self.ack_timeout = ack_timeout
         self.port_id = 0  # the socket's netlink port id, once open
-        self.ignore_sent = False
         self._sock: socket.socket | None = None
-        self._owner = 0  # the pid that opened it: the only one to send IGNORE
-        self._listening = False  # a LISTEN went out: close() owes an IGNORE
+        self._subscription = Subscription(self._stream)
         self._closed = False
         self._inode = 0
         # Receive buffers: recvmmsg() slots, or one buffer for recvfrom().
@@ -140,8 +121,8 @@ class Listener:
         self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._poller = select.poll()
-        # close() from another thread: it writes the eventfd, which wakes a
-        # reader in poll(), and leaves closing the socket (whose number could
+        # close() from another thread writes the eventfd, which wakes a reader
+        # in poll(), and leaves closing the socket (whose number could
         # otherwise be reused under the reader) to the last reader out.
         self._wake = -1
         self._lock = threading.RLock()  # close() may come from a signal handler
@@ -150,8 +131,6 @@ class Listener:
         # Received, not yet handed out: what a consumer that stopped
         # iterating left, and what arrived while waiting for a reply.
         self._pending: deque[Item] = deque()
-        self._seq_request = 0
-        self._nonce = 0  # cn_msg.ack of the last subscribe request
 
     @property
     def linger(self) -> float:
@@ -159,14 +138,17 @@ class Listener:
 
     @linger.setter
     def linger(self, value: float) -> None:
-        if not value >= 0:
-            raise ValueError(f"linger must be a non-negative number of seconds: {value!r}")
         self._stream.linger = value
 
     @property
+    def ignore_sent(self) -> bool:
+        """Whether ``close()`` sent ``PROC_CN_MCAST_IGNORE``."""
+        return self._subscription.ignore_sent
+
+    @property
     def stats(self) -> ListenerStats:
-        """The statistics; reading them takes in the kernel's drop count, so
-        ``lost`` counts every datagram dropped for this socket so far."""
+        """The statistics, with the kernel's drop count taken in: ``lost``
+        counts every datagram dropped for this socket so far."""
         if self._sock is not None:
             self._count_drops()
         return self._stream.stats
@@ -194,17 +176,21 @@ class Listener:
                 why = "no connector in this kernel (CONFIG_CONNECTOR), or an emulator (qemu-user) not passing it"
                 raise NoConnectorError(e.errno, f"NETLINK_CONNECTOR is not supported: {why}") from e
             raise
-        self._sock, self._owner = sock, os.getpid()
+        self._sock, self._subscription.owner = sock, os.getpid()
         try:
             self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self._set_rcvbuf(sock)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            self._stream.set_rcvbuf(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
             try:
                 sock.bind((0, CN_IDX_PROC))
             except PermissionError as e:
                 raise PrivilegeError(
                     e.errno, "binding to the process events group needs CAP_NET_ADMIN on this kernel (before Linux 6.6)"
                 ) from e
-            self.port_id = sock.getsockname()[0]
+            self.port_id = self._subscription.port_id = sock.getsockname()[0]
             self._inode = os.fstat(sock.fileno()).st_ino
             self._poller.register(sock.fileno(), select.POLLIN)
             self._poller.register(self._wake, select.POLLIN)
@@ -218,27 +204,24 @@ class Listener:
         return self
 
     def close(self) -> None:
-        """Account the kernel's drops, send ``PROC_CN_MCAST_IGNORE`` (once, if
-        a LISTEN went out, and only from the process that opened it) and
-        close the socket. From another thread, it wakes a blocked reader."""
+        """Account the kernel's drops, send the ``IGNORE`` the subscription
+        owes, and close the socket. From another thread, it wakes a blocked reader."""
         with self._lock:
-            sock, self._sock = self._sock, None
+            sock, self._sock, sub = self._sock, None, self._subscription
             self._closed = True
             if sock is None:
                 return
-            opener = os.getpid() == self._owner
+            pid = os.getpid()
             try:
                 self._count_drops()
-                if self._listening and not self.ignore_sent and opener:
-                    self.ignore_sent = True
+                ignore = sub.ignore(pid)
+                if ignore is not None:
                     try:
-                        sock.send(encode_ignore(seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
-                    except OSError:
-                        # The socket goes away regardless; the kernel then only
-                        # builds events nobody reads until its counter resets.
-                        self.ignore_sent = False
+                        sock.send(ignore)
+                    except OSError:  # the kernel then builds events nobody reads until its count resets
+                        sub.ignore_failed()
             finally:
-                if self._readers and opener:
+                if self._readers and pid == sub.owner:
                     self._orphan = sock
                     os.eventfd_write(self._wake, 1)
                 else:
@@ -272,13 +255,17 @@ class Listener:
         self._socket()
         return self._iterate()
 
+    def _refill(self) -> bool:
+        """What has arrived into the pending events, if there are none: False once closed."""
+        if not self._pending:
+            if self._sock is None:
+                return False
+            self._drain(self._pending, wait=False)
+        return True
+
     def _iterate(self) -> Iterator[Item]:
-        pending = self._pending
-        while True:
-            if not pending:
-                if self._sock is None:
-                    return
-                self._drain(pending, wait=False)
+        pending, pause, clock, sleep = self._pending, self._stream.pause, time.monotonic, time.sleep
+        while self._refill():
             if not pending:
                 try:
                     self._drain(pending, wait=True)
@@ -287,12 +274,11 @@ class Listener:
                         return
                     raise
                 continue  # what woke us may all be filtered out
-            pause = self.pause()
+            wait = pause(clock())
             while pending:
                 yield pending.popleft()
-            if pause:
-                # Events are flowing: let more queue up before the next read.
-                time.sleep(pause)
+            if wait:
+                sleep(wait)  # events are flowing: let more queue up before the next read
 
     def pause(self) -> float:
         """How long to wait before the next read, after a read that returned
@@ -310,11 +296,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         fd, wake_fd = self.fileno(), self._wake
         pending = self._pending
-        while True:
-            if not pending:
-                if self._sock is None:
-                    return
-                self._drain(pending, wait=False)
+        while self._refill():
             if pending:
                 pause = self.pause()
                 while pending:
@@ -370,17 +352,6 @@ class Listener:
                 os.close(self._wake)
                 self._wake = -1
 
-    def _next_seq(self) -> int:
-        self._seq_request += 1
-        return self._seq_request
-
-    def _set_rcvbuf(self, sock: socket.socket) -> None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        self._stream.set_rcvbuf(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-
     def _send(self, message: bytes) -> None:
         try:
             self._socket().send(message)
@@ -399,63 +370,36 @@ class Listener:
         # subscribe to everything with a proc_input: a reply means the kernel
         # reads proc_input; then narrow it.
         if self._listen(PROC_EVENT_ALL, min(self.ack_timeout, _PROBE_TIMEOUT), required=False):
-            self._send(encode_listen(self.events, seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
-            self._stream.kernel_filters()
+            self._send(self._subscription.narrow(self.events))
         else:
             self._listen(None, self.ack_timeout)
 
     def _listen(self, events: int | None, timeout: float, *, required: bool = True) -> bool:
-        # The kernel multicasts every reply to every listener, so anyone who
-        # knows a request's nonce can have it answered with an error first.
-        # An error is believed when a second request, under a fresh nonce
-        # nobody has seen, is refused too.
-        ack = None
-        for _ in range(2):
-            ack = self._request(events, timeout)
-            if ack is None:
-                if required:
-                    raise NoAckError(
-                        errno.ETIMEDOUT,
-                        f"no reply to PROC_CN_MCAST_LISTEN within {timeout:g} s: the kernel needs "
-                        "CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces",
-                    )
-                return False
-            if not ack.err:
-                return True
-        assert ack is not None
-        if not required:
-            # The proc_input probe. A kernel before 6.6 never answers it, so
-            # its error replies are forged; the plain request that follows
-            # meets any real refusal.
-            return False
-        if ack.err == errno.EPERM:
-            raise PrivilegeError(ack.err, "listening to process events needs CAP_NET_ADMIN on this kernel")
-        raise OSError(ack.err, f"the kernel refused PROC_CN_MCAST_LISTEN: {os.strerror(ack.err)}")
+        """Subscribe, asking again once after an error reply (see
+        ``Subscription.verdict``): whether the kernel answered."""
+        attempt = 0
+        while True:
+            answer = Subscription.verdict(self._request(events, timeout), attempt, timeout, required=required)
+            if answer is not None:
+                return answer
+            attempt += 1
 
     def _request(self, events: int | None, timeout: float) -> AckEvent | None:
-        """Send a LISTEN under a fresh nonce (again after an overflow); the
-        reply, or None after ``timeout``."""
-        stream, deadline = self._stream, time.monotonic() + timeout
+        """Send a LISTEN (again after an overflow) and wait up to ``timeout``: the reply, or None."""
+        sub, deadline = self._subscription, time.monotonic() + timeout
+        sub.start()
         try:
-            enobufs = -1
             while True:
-                if enobufs != stream.stats.enobufs:
-                    # First, or the queue overflowed: the reply may be among the drops.
-                    enobufs = stream.stats.enobufs
-                    self._nonce = secrets.randbits(32)
-                    stream.expect_ack(self._nonce)
-                    self._listening = True
-                    self._send(encode_listen(events, seq=self._next_seq(), ack=self._nonce, port_id=self.port_id))
+                if sub.due():
+                    self._send(sub.listen(events))
                 self._drain(self._pending, wait=False)
-                ack, remaining = stream.ack, deadline - time.monotonic()
-                # The kernel answers inside send(): once the queue is empty,
-                # its reply has been read, and a success preferred to an error.
-                if (ack is not None and (not ack.err or not stream.backlog)) or remaining <= 0:
-                    return ack
-                if enobufs == stream.stats.enobufs:
+                remaining = deadline - time.monotonic()
+                if sub.answered() or remaining <= 0:
+                    return self._stream.ack
+                if not sub.due():
                     self._poller.poll(remaining * 1000)
         finally:
-            stream.expect_ack(None)
+            self._stream.expect_ack(None)
 
     def _drain(self, out: MutableSequence[Item], *, wait: bool) -> None:
         """Receive up to _BATCH datagrams into the stream, and what it makes
@@ -516,8 +460,12 @@ class Listener:
         """Datagrams ``first`` to ``n`` of those ``batch`` holds, into the
         stream. An exception (KeyboardInterrupt) leaves the rest of the batch,
         marked full, for the next read."""
-        frames = batch.frames(n)
-        self._stream.receive_frames(batch.view, itertools.islice(frames, first, None) if first else frames, out)
+        size = batch.size
+        if batch.uniform(n) == 0:  # whole kernel events, as the kernel sends them
+            self._stream.receive_kernel(batch.view, range(first * size, n * size, size), out)
+        else:
+            frames = batch.frames(n)
+            self._stream.receive_frames(batch.view, itertools.islice(frames, first, None) if first else frames, out)
         batch.clear(n)
 
     def _single(self) -> None:
@@ -546,15 +494,5 @@ class Listener:
         return None
 
 
-__all__ = [
-    "DEFAULT_RCVBUF",
-    "DEFAULT_LINGER",
-    "Listener",
-    "ListenerStats",
-    "Loss",
-    "Item",
-    "PrivilegeError",
-    "NoAckError",
-    "NamespaceError",
-    "NoConnectorError",
-]
+__all__ = ["DEFAULT_RCVBUF", "DEFAULT_LINGER", "Listener", "ListenerStats", "Loss", "Item"]
+__all__ += ["PrivilegeError", "NoAckError", "NamespaceError", "NoConnectorError"]

@@ -53,6 +53,8 @@ _NO_CPU: Final = 0xFFFFFFFF  # proc_event.cpu of a reply before Linux 6.6
 MSG_TRUNC: Final = 0x20
 # What one event costs the receive queue (its skb's truesize), rounded up.
 QUEUED_EVENT_BYTES: Final = 1024
+#: The longest pause by default (seconds): the most a reader delays an event.
+DEFAULT_LINGER: Final = 0.004
 
 
 #: A buffer of bytes, one dimension, that slices to its bytes.
@@ -114,9 +116,9 @@ class EventStream:
     """
 
     def __init__(self, events: int | None = None, *, linger: float = 0.0) -> None:
+        self.linger = linger
         mask = None if events is None else (valid_event(int(events)) or PROC_EVENT_ALL)
         self.events: int | None = None if mask == PROC_EVENT_ALL else mask
-        self.linger = linger
         self.stats = ListenerStats()
         #: The reply to the subscription: the first success, else the first error.
         self.ack: AckEvent | None = None
@@ -127,9 +129,7 @@ class EventStream:
         # User-space filter: the classes that always pass; the rest (a non-zero
         # exit under PROC_EVENT_NONZERO_EXIT, an unknown kind) ask event_matches().
         # Control messages pass before the filter.
-        self._pass: frozenset[type] | None = None
-        if self.events is not None:
-            self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events & cls.what)
+        self._pass = frozenset(cls for cls in PROCESS_EVENTS.values() if self.events is None or self.events & cls.what)
         # Loss accounting.
         self._track = True  # every event reaches us: per-CPU seq gaps mean loss
         self._last_seq: dict[int, int] = {}
@@ -145,6 +145,16 @@ class EventStream:
         self._last_pause = 0.0
 
     # --- Set-up ----------------------------------------------------------
+
+    @property
+    def linger(self) -> float:
+        return self._linger
+
+    @linger.setter
+    def linger(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"linger must be a non-negative number of seconds: {value!r}")
+        self._linger = value
 
     def set_rcvbuf(self, rcvbuf: int) -> None:
         """The receive buffer's size as the kernel counts it (``SO_RCVBUF``)."""
@@ -191,7 +201,7 @@ class EventStream:
         # The user-space filter stays on under a kernel filter: events queued
         # before the kernel narrowed it still pass through here.
         track, last_seq, passing, want_ack, append = self._track, self._last_seq, self._pass, self._want_ack, out.append
-        kinds = self.events or 0  # used only when filtering, so never None there
+        kinds = self.events or 0  # 0: everything passes event_matches()
         size, read, parse, matches, trunc = KERNEL_EVENT_SIZE, read_kernel_event, parse_events, event_matches, MSG_TRUNC
         error_cls, overrun_cls, ack_cls = NetlinkErrorMessage, Overrun, AckEvent
         stats, start = self.stats, len(out)
@@ -234,7 +244,7 @@ class EventStream:
                         if cls is ack_cls and ev.ack == want_ack:  # type: ignore[union-attr]
                             if self.ack is None or (self.ack.err and not ev.err):  # type: ignore[union-attr]
                                 self.ack = ev  # type: ignore[assignment]
-                        elif passing is not None and cls not in passing and not matches(ev, kinds):
+                        elif cls not in passing and not matches(ev, kinds):
                             filtered += 1
                         else:
                             append(ev)
@@ -248,6 +258,44 @@ class EventStream:
             stats.foreign += foreign
             stats.malformed += malformed
             stats.rejected += foreign + malformed
+            stats.filtered += filtered
+            stats.events += len(out) - start
+
+    def receive_kernel(self, buffer: FlatBuffer, offsets: range, out: MutableSequence[Item]) -> None:
+        """``receive_frames`` of datagrams known to be ``KERNEL_EVENT_SIZE``
+        bytes long, whole and from the kernel, at ``offsets`` of ``buffer``:
+        the fast path for what the kernel sends (one call per batch)."""
+        track, last_seq, passing, kinds = self._track, self._last_seq, self._pass, self.events or 0
+        read, matches, append, check_seq = read_kernel_event, event_matches, out.append, self._check_seq
+        start, first, step = len(out), offsets.start, offsets.step
+        offset, slow, filtered = first - step, 0, 0
+        self._backlog = True  # until drained()
+        try:
+            for offset in offsets:
+                ev = read(buffer, offset)
+                if ev is None:  # a reply, an unknown kind, a malformed one: the general path
+                    slow += 1
+                    mark = len(out)
+                    self.receive_frames(buffer, (((0, KERNEL_EVENT_SIZE), (0,), offset),), out)
+                    start += len(out) - mark  # counted there
+                    continue
+                if track:
+                    seq, cpu = ev.seq, ev.cpu
+                    if seq - last_seq.get(cpu, seq - 1) != 1:
+                        check_seq(out, cpu, seq)
+                    last_seq[cpu] = seq
+                if type(ev) in passing or matches(ev, kinds):
+                    append(ev)
+                else:
+                    filtered += 1
+        finally:
+            done = (offset - first) // step + 1
+            if done:
+                self.offset = offset
+            fast = done - slow
+            self._since_pause += fast
+            stats = self.stats
+            stats.received += fast
             stats.filtered += filtered
             stats.events += len(out) - start
 
@@ -289,9 +337,9 @@ class EventStream:
         0 rather than under 1 ms."""
         elapsed, self._last_pause = now - self._last_pause, now
         count, self._since_pause = self._since_pause, 0
-        if self._backlog or not self.linger:
+        if self._backlog or not self._linger:
             return 0.0
-        pause = min(self.linger, self._room * elapsed / max(count, 1))
+        pause = min(self._linger, self._room * elapsed / max(count, 1))
         # poll() and asyncio wait whole milliseconds: a shorter pause would be longer.
         return pause if pause >= 0.001 else 0.0
 
@@ -340,4 +388,4 @@ class EventStream:
         self.stats.events += len(out) - start
 
 
-__all__ = ["EventStream", "Frame", "ListenerStats", "Loss", "Item"]
+__all__ = ["DEFAULT_LINGER", "EventStream", "Frame", "ListenerStats", "Loss", "Item"]

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import pytest
 from conftest import hang_guard
 
+from kstructs import _subscription as subscription_module
 from kstructs import listener as listener_module
 from kstructs.cn_proc import EventKind
 from kstructs.connector import cn_msg
@@ -334,7 +335,7 @@ def _unread_proc_input(events: int | None = None, **kwargs: int) -> bytes:
 def test_user_space_filter_on_a_kernel_without_proc_input(monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel ignores the proc_input and sends everything: the listener
     # filters in user space, and the stream is the same.
-    monkeypatch.setattr(listener_module, "encode_listen", _unread_proc_input)
+    monkeypatch.setattr(subscription_module, "encode_listen", _unread_proc_input)
     with Listener(EventKind.EXEC, ack_timeout=2.0) as lst:
         assert not lst.stats.kernel_filter
         proc = subprocess.Popen(["/bin/true"])
@@ -389,10 +390,10 @@ def test_ack_and_exactly_one_ignore(events: EventKind | None, replies: int) -> N
         a.close()
         a.close()
         assert a.ignore_sent and a.closed
-        seen = collect(watcher, lambda items: len(_replies(items, a._nonce)) >= replies)
+        seen = collect(watcher, lambda items: len(_replies(items, a._subscription.nonce)) >= replies)
         time.sleep(0.1)
         seen += watcher.read()
-        acks = _replies(seen, a._nonce)
+        acks = _replies(seen, a._subscription.nonce)
         assert len(acks) == replies
         assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
 

@@ -111,6 +111,11 @@ def test_frames_agree_with_the_layouts(pair: tuple[socket.socket, socket.socket]
     n = batch.receive(receiver.fileno(), socket.MSG_DONTWAIT)
     assert n == len(lengths)
     assert list(batch.frames(n)) == by_ctypes(batch, n)
+    # uniform(): one sender, and every one the common 16 bytes, whole.
+    assert batch.uniform(n) == (sender.getsockname()[0] if set(lengths) == {16} else None)
+    assert batch.filled() == n
+    batch.clear(n)
+    assert batch.filled() == 0
 
 
 @root
@@ -124,7 +129,8 @@ def test_frames_tell_senders_apart(pair: tuple[socket.socket, socket.socket]) ->
         batch = Batch(4, 128, 16)
         assert batch.receive(receiver.fileno(), socket.MSG_DONTWAIT) == 2
         frames = list(batch.frames(2))
-        assert frames == by_ctypes(batch, 2)
+        assert frames == by_ctypes(batch, 2) and batch.uniform(2) is None
+        assert batch.uniform(1) == sender.getsockname()[0]
         assert [who for _, (who,), _ in frames] == [sender.getsockname()[0], third.getsockname()[0]]
 
 

@@ -884,7 +884,7 @@ def test_a_child_closing_an_inherited_listener_leaves_the_parent_listening(how: 
 
         assert in_child(child) == 0
         assert probe_arrives(listener)
-        nonce = listener._nonce
+        nonce = listener._subscription.nonce
         listener.close()
         seen = drain(watcher, limit=5.0, until=lambda: False)
         assert replies_to(seen, nonce) == 2  # the LISTEN and the parent's IGNORE
@@ -906,7 +906,7 @@ def test_a_child_closing_after_the_parent_sends_no_second_ignore() -> None:
             finally:
                 os._exit(code)
         os.close(go_r)
-        nonce = listener._nonce
+        nonce = listener._subscription.nonce
         listener.close()
         assert listener.ignore_sent
         os.write(go_w, b"x")
@@ -939,7 +939,7 @@ def sent_requests(
 
 @pytest.mark.root
 def test_the_subscribe_nonce_comes_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kstructs import listener as listener_module
+    from kstructs import _subscription as subscription_module
 
     sent = sent_requests(monkeypatch)
     with Listener() as a, Listener() as b:
@@ -951,7 +951,7 @@ def test_the_subscribe_nonce_comes_from_secrets(monkeypatch: pytest.MonkeyPatch)
             assert k == 32
             return 0x5EC2E7
 
-    monkeypatch.setattr(listener_module, "secrets", Fixed)
+    monkeypatch.setattr(subscription_module, "secrets", Fixed)
     sent.clear()
     with alarm(), Listener():
         pass
@@ -991,7 +991,7 @@ def test_an_error_reply_is_confirmed_under_a_fresh_nonce(monkeypatch: pytest.Mon
 
     def first_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
         ack = real(self, events, timeout)
-        answers.append(self._nonce)
+        answers.append(self._subscription.nonce)
         if len(answers) == 1 and ack is not None:
             return ack._replace(err=errno.EINVAL)  # a forgery under the first nonce
         return ack

@@ -97,14 +97,29 @@ def take_batch(stream: EventStream, *datagrams: bytes | tuple[int, bytes]) -> li
     return out
 
 
-@pytest.fixture(params=["one", "batch"])
+def take_kernel(stream: EventStream, *datagrams: bytes) -> list[Item]:
+    """The fast path: a batch of whole kernel-sized datagrams from the kernel."""
+    assert all(len(d) == KERNEL_EVENT for d in datagrams)
+    out: list[Item] = []
+    buf, _ = batch(*datagrams)
+    stream.receive_kernel(buf, range(0, len(datagrams) * STRIDE, STRIDE), out)
+    return out
+
+
+@pytest.fixture(params=["one", "batch", "kernel"])
 def feed(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The two ways datagrams reach a stream: one by one (recvfrom) and in a batch view (recvmmsg)."""
+    """The ways datagrams reach a stream: one by one (recvfrom), in a batch
+    view (recvmmsg), and a batch of kernel-sized datagrams from the kernel
+    (the fast path), when they all are."""
     yield request.param
 
 
 def fed(how: str, stream: EventStream, *datagrams: bytes) -> list[Item]:
-    return take(stream, *datagrams) if how == "one" else take_batch(stream, *datagrams)
+    if how == "one":
+        return take(stream, *datagrams)
+    if how == "kernel" and all(len(d) == KERNEL_EVENT for d in datagrams):
+        return take_kernel(stream, *datagrams)
+    return take_batch(stream, *datagrams)
 
 
 # --- Parsing and the sender check -----------------------------------------------
@@ -220,6 +235,100 @@ def test_batch_offsets_and_an_interrupted_batch() -> None:
     assert rest == [ForkEvent(3, 0, 1000, 100, 100, 200, 200)] and s.offset == 2 * STRIDE
     s.receive_frames(buf, [], rest)
     assert s.offset == 2 * STRIDE  # nothing taken: unchanged
+
+
+def test_the_fast_path_equals_the_general_path() -> None:
+    # The same kernel-sized datagrams, by receive_kernel and by receive_frames:
+    # the same values, statistics, reply, offset and pause.
+    bad_id = bytearray(fork(9))
+    struct.pack_into("=I", bad_id, 16, 7)
+    datagrams = [fork(1), ack(0x1235, seq=2), comm(3), bytes(bad_id), event(0x12345678, 4, 0, b"\x05"), exit_(7)]
+    datagrams += [exit_(8, code=1 << 8), fork(1, cpu=1), ack(0x4444, seq=9)]
+    for events in (None, EXIT, NONZERO_EXIT | FORK):
+        fast, general = EventStream(events, linger=0.004), EventStream(events, linger=0.004)
+        for s in (fast, general):
+            s.set_rcvbuf(4 * 1024 * 18)  # room for 18 events: 9 in 1 ms means 2 ms
+            s.expect_ack(0x1234)
+            s.pause(0.0)
+        buf, frames = batch(*datagrams)
+        fast_out: list[Item] = []
+        general_out: list[Item] = []
+        fast.receive_kernel(buf, range(0, len(datagrams) * STRIDE, STRIDE), fast_out)
+        general.receive_frames(buf, frames, general_out)
+        assert fast_out == general_out and Loss(2, "seq-gap", 0) in fast_out
+        assert fast.stats == general.stats and fast.stats.malformed == 1
+        assert fast.ack == general.ack == AckEvent(2, 0x1235, 0, 1000, 0)
+        assert fast.offset == general.offset == (len(datagrams) - 1) * STRIDE
+        fast.drained([])
+        general.drained([])
+        assert fast.pause(0.001) == general.pause(0.001) == pytest.approx(0.002)
+
+
+def test_the_fast_path_counts() -> None:
+    s = EventStream(FORK)
+    out = take_kernel(s, fork(1), exit_(2), ack(9, seq=3), comm(4), fork(5), fork(7))
+    fork_of = [ForkEvent(seq, 0, 1000, 100, 100, 200, 200) for seq in (1, 5, 7, 10)]
+    assert out == [fork_of[0], fork_of[1], Loss(1, "seq-gap", 0), fork_of[2]]
+    assert s.stats == ListenerStats(received=6, events=4, filtered=3, lost=1)
+    assert s.backlog is True
+    assert take_kernel(s, ack(9, seq=8), fork(10)) == [Loss(1, "seq-gap", 0), fork_of[3]]
+    assert s.stats == ListenerStats(received=8, events=6, filtered=4, lost=2)
+
+
+def test_the_fast_path_reads_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kernel events of a kind the filter keeps need neither the parser nor event_matches().
+    from kstructs import stream as stream_module
+
+    def unused(*args: object) -> bool:
+        raise AssertionError("not on the fast path")
+
+    s = EventStream(FORK | EXIT)
+    s.drained([])
+    assert s.backlog is False
+    monkeypatch.setattr(stream_module, "parse_events", unused)
+    monkeypatch.setattr(stream_module, "event_matches", unused)
+    monkeypatch.setattr(s, "receive_frames", unused)  # the general path
+    out = take_kernel(s, fork(1), exit_(2), fork(3))
+    assert [type(x) for x in out] == [ForkEvent, ExitEvent, ForkEvent] and s.backlog is True
+    assert [type(v) for v in (s.stats.received, s.stats.events, s.offset)] == [int, int, int]
+    assert (s.stats.received, s.stats.events, s.offset) == (3, 3, 2 * STRIDE)
+    # The general path reads whole kernel events in place too.
+    g = EventStream(FORK | EXIT)
+    assert take_batch(g, fork(1), exit_(2)) == out[:2] and g.stats.received == 2
+
+
+def test_the_fast_path_from_the_middle_of_a_batch_and_of_none() -> None:
+    s = EventStream()
+    buf, _ = batch(fork(1), fork(2), fork(3))
+    out: list[Item] = []
+    s.receive_kernel(buf, range(STRIDE, 3 * STRIDE, STRIDE), out)
+    assert [x.seq for x in out if isinstance(x, ForkEvent)] == [2, 3] and s.offset == 2 * STRIDE
+    s.receive_kernel(buf, range(STRIDE, STRIDE, STRIDE), out)
+    assert s.offset == 2 * STRIDE and s.stats.received == 2 and s.stats.events == 2
+
+
+@pytest.mark.parametrize("where", ["fast", "general"])
+def test_an_interrupted_fast_batch(where: str) -> None:
+    s = EventStream()
+    s.offset = -STRIDE
+    second = fork(seq=2) if where == "fast" else ack(7, seq=2)  # a reply takes the general path
+    buf, _ = batch(fork(seq=1), second, fork(seq=3))
+
+    class Interrupting(list[Item]):
+        def append(self, item: Item) -> None:
+            if len(self) == 1:
+                raise KeyboardInterrupt
+            super().append(item)
+
+    out = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        s.receive_kernel(buf, range(0, 3 * STRIDE, STRIDE), out)
+    assert s.offset == STRIDE  # the second datagram was in hand
+    assert s.stats.received == 2 and s.stats.events == 1
+    rest: list[Item] = []
+    s.receive_kernel(buf, range(2 * STRIDE, 3 * STRIDE, STRIDE), rest)
+    assert rest == [ForkEvent(3, 0, 1000, 100, 100, 200, 200)] and s.offset == 2 * STRIDE
+    assert s.stats.received == 3 and s.stats.events == 2
 
 
 def test_counts() -> None:
@@ -537,6 +646,17 @@ def test_pause_counts_since_the_last_call() -> None:
     s.pause(100.01)
     s.drained([])
     assert s.pause(100.02) == 0.004  # the hundred were counted once
+
+
+def test_linger_must_not_be_negative() -> None:
+    for bad in (-0.001, float("nan")):
+        with pytest.raises(ValueError, match="linger must be a non-negative number of seconds"):
+            EventStream(linger=bad)
+    s = EventStream(linger=0)
+    with pytest.raises(ValueError, match=r"seconds: -1\b"):
+        s.linger = -1
+    s.linger = 0.5
+    assert s.linger == 0.5
 
 
 def test_loss_values() -> None:

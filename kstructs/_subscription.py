@@ -1,0 +1,112 @@
+"""The subscription to process events with no socket: the requests, their
+nonces, what the kernel's reply means, and the ``PROC_CN_MCAST_IGNORE`` owed.
+
+- Requests carry a nonce in ``cn_msg.ack``. The kernel multicasts every
+  reply to every listener, so anyone who knows a request's nonce can have it
+  answered with an error first: an error is believed only when a second
+  request, under a fresh nonce nobody has seen, is refused too.
+- An ``ENOBUFS`` while waiting may have dropped the reply: the request is
+  sent again, under a fresh nonce.
+- The ``IGNORE`` goes out once, if a ``LISTEN`` did, and only from the
+  process that opened the socket: a forked child shares the socket, and its
+  ``IGNORE`` would stop the parent's events (the kernel counts listeners,
+  not sockets).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+
+from kstructs.errors import NoAckError, PrivilegeError
+from kstructs.events import AckEvent, encode_ignore, encode_listen
+from kstructs.stream import EventStream
+
+
+class Subscription:
+    """Requests whose replies ``stream`` looks for. ``owner`` and
+    ``port_id``: the process that opened the socket, and its port id."""
+
+    def __init__(self, stream: EventStream, owner: int = 0, port_id: int = 0) -> None:
+        self.stream, self.owner, self.port_id = stream, owner, port_id
+        self.nonce = 0  # cn_msg.ack of the last LISTEN
+        self.seq = 0  # cn_msg.seq of the last request
+        self.listening = False  # a LISTEN went out: an IGNORE is owed
+        self.ignore_sent = False
+        self._enobufs = -1  # stream.stats.enobufs when the last LISTEN went out
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def start(self) -> None:
+        """A new request: ``due()`` until ``listen()`` makes it."""
+        self._enobufs = -1
+
+    def due(self) -> bool:
+        """Whether to send a ``LISTEN`` now: none has gone out since
+        ``start()``, or the queue overflowed since the last one."""
+        return self._enobufs != self.stream.stats.enobufs
+
+    def listen(self, events: int | None) -> bytes:
+        """A ``LISTEN`` for ``events`` (``None``: without a ``proc_input``)
+        under a fresh nonce, whose reply the stream is told to look for."""
+        self._enobufs = self.stream.stats.enobufs
+        self.nonce = secrets.randbits(32)
+        self.stream.expect_ack(self.nonce)
+        self.listening = True
+        return encode_listen(events, seq=self._next_seq(), ack=self.nonce, port_id=self.port_id)
+
+    def narrow(self, events: int) -> bytes:
+        """The ``LISTEN`` that narrows a subscription the kernel has
+        confirmed with a ``proc_input`` to ``events``: the kernel filters."""
+        self.stream.kernel_filters()
+        return encode_listen(events, seq=self._next_seq(), ack=self.nonce, port_id=self.port_id)
+
+    def answered(self) -> bool:
+        """Whether to stop waiting: a success came, or an error and the queue
+        was found empty since (the kernel answers inside ``send()``, so the
+        reply to our request has been read by then)."""
+        ack = self.stream.ack
+        return ack is not None and (not ack.err or not self.stream.backlog)
+
+    @staticmethod
+    def verdict(ack: AckEvent | None, attempt: int, timeout: float, *, required: bool) -> bool | None:
+        """What the reply to request ``attempt`` (0, then 1) means: ``True``
+        subscribed, ``False`` no reply (when not ``required``), ``None`` ask
+        again under a fresh nonce. Raises for no reply when ``required``, and
+        for a second error when ``required``; a second error to the probe
+        (not ``required``) is ``False``."""
+        if ack is None:
+            if required:
+                raise NoAckError(
+                    errno.ETIMEDOUT,
+                    f"no reply to PROC_CN_MCAST_LISTEN within {timeout:g} s: the kernel needs "
+                    "CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces",
+                )
+            return False
+        if not ack.err:
+            return True
+        if not attempt:
+            return None
+        if not required:
+            # The proc_input probe. A kernel before 6.6 never answers it, so
+            # its error replies are forged; the plain request that follows
+            # meets any real refusal.
+            return False
+        if ack.err == errno.EPERM:
+            raise PrivilegeError(ack.err, "listening to process events needs CAP_NET_ADMIN on this kernel")
+        raise OSError(ack.err, f"the kernel refused PROC_CN_MCAST_LISTEN: {os.strerror(ack.err)}")
+
+    def ignore(self, pid: int) -> bytes | None:
+        """The ``IGNORE`` to send when process ``pid`` closes the socket, or
+        ``None`` (none owed, already sent, or ``pid`` is not the owner)."""
+        if not self.listening or self.ignore_sent or pid != self.owner:
+            return None
+        self.ignore_sent = True
+        return encode_ignore(seq=self._next_seq(), ack=self.nonce, port_id=self.port_id)
+
+    def ignore_failed(self) -> None:
+        """The ``IGNORE`` could not be sent: none went out."""
+        self.ignore_sent = False
