@@ -357,7 +357,7 @@ def test_a_forged_error_reply_to_an_unanswered_probe_does_not_stop_open(monkeypa
         forger.sendto(encode_mcast(0x7F, seq=1, ack=kwargs["ack"]), (0, 0))  # the kernel answers EINVAL
         return _unread_proc_input(events, **kwargs)
 
-    monkeypatch.setattr(listener_module, "encode_listen", forged_first)
+    monkeypatch.setattr(subscription_module, "encode_listen", forged_first)
     try:
         with Listener(EventKind.EXEC) as lst:
             assert not lst.stats.kernel_filter
