@@ -85,7 +85,7 @@ def _document(reports: Sequence[Report], findings: Sequence[Finding], status: in
 
 def _failure(message: str, strict: bool) -> str:
     """The JSON document when the check could not run."""
-    doc = {
+    doc: dict[str, object] = {
         "status": 2,
         "conforms": None,
         "strict": strict,
