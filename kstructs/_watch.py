@@ -39,7 +39,7 @@ from kstructs._proctable import ProcTable, Task
 from kstructs._watchfilter import KIND_NAMES, EventFilter, kind_names
 from kstructs._watchstats import EventStats
 from kstructs.cn_proc import EventKind
-from kstructs.events import PROCESS_EVENTS, ExecEvent, KstructsError, ProcessEvent
+from kstructs.events import PROCESS_EVENTS, ExecEvent, ExitEvent, ForkEvent, KstructsError, ProcessEvent
 from kstructs.listener import Listener
 from kstructs.stream import Item, ListenerStats, Loss
 
@@ -452,41 +452,50 @@ def _loop(
         now = time.monotonic()
         if items:
             lines: list[str] = []
-            losses: list[int] = []  # per line: 0 for an event, a Loss's count
-            total = counts.printed
+            append = lines.append
+            # The lost records among the lines: (index, count).
+            losses: list[tuple[int, int]] = []
+            # Where --count is reached: that many lines, one more per lost record.
+            stop_at = -1 if count is None else count - counts.printed
             superseded = _superseded_execs(items)
             for item in items:
                 kind = type(item)
-                if kind is Loss:
+                if kind is ForkEvent or kind is ExitEvent:  # a storm's kinds, first
+                    task = apply(item)  # type: ignore[arg-type]
+                elif kind is Loss:
                     assert isinstance(item, Loss)
                     table.lost()
-                    losses.append(item.count)
-                    lines.append(format_item(item, None) if format_item else "")
+                    losses.append((len(lines), item.count))
+                    append(format_item(item, None) if format_item else "")
+                    if count is not None:
+                        stop_at += 1
+                    continue
                 elif kind in printed_types:
                     # Named now, as it arrives: the table follows the events in order.
                     task = apply(item, kind is ExecEvent and id(item) in superseded)  # type: ignore[arg-type]
-                    if accept is not None and not accept(item, task):  # type: ignore[arg-type]
-                        continue
-                    if stats is not None:
-                        stats.count(item, task)  # type: ignore[arg-type]
-                    losses.append(0)
-                    total += 1
-                    lines.append(format_item(item, task) if format_item else "")
                 else:
                     continue
-                if total == count:
+                if accept is not None and not accept(item, task):  # type: ignore[arg-type]
+                    continue
+                if stats is not None:
+                    stats.count(item, task)  # type: ignore[arg-type]
+                append(format_item(item, task) if format_item else "")
+                if len(lines) == stop_at:
                     break
-            if lines and format_item is None:
-                counts.lost_printed += sum(losses)  # --quiet: the summary tells
-            elif lines:
+            if not lines:
+                pass
+            elif format_item is None:
+                counts.lost_printed += sum(n for _, n in losses)  # --quiet: the summary tells
+            else:
                 written = out.write(lines)
-                counts.lost_printed += sum(losses[:written])
+                counts.lost_printed += sum(n for i, n in losses if i < written)
                 if written < len(lines):
                     # Stopped by a signal with lines in hand: counted, not printed.
-                    counts.printed += losses[:written].count(0)
-                    counts.unprinted += losses[written:].count(0)
+                    lost_written = sum(1 for i, _ in losses if i < written)
+                    counts.printed += written - lost_written
+                    counts.unprinted += len(lines) - written - (len(losses) - lost_written)
                     return False
-            counts.printed = total  # only what was handed to stdout
+            counts.printed += len(lines) - len(losses)  # only what was handed to stdout
             if counts.printed == count:
                 return True
             if deadline is not None and now >= deadline:
@@ -507,8 +516,10 @@ def _superseded_execs(items: list[Item]) -> set[int]:
     """The ids of the exec events followed, in the same batch, by another
     exec of the same process: when they are taken, /proc already shows the
     later program."""
-    last: dict[int, int] = {}
     superseded: set[int] = set()
+    if list(map(type, items)).count(ExecEvent) < 2:  # the common case, at C speed
+        return superseded
+    last: dict[int, int] = {}
     for item in items:
         if type(item) is ExecEvent:
             pid = item.process_pid
