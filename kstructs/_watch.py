@@ -374,6 +374,7 @@ class _Output:
         self.fd = fd
         self.encoding = encoding
         self.stop = stop
+        self.ascii_newline = "\n".encode(encoding) == b"\n"
         try:
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
         except OSError:
@@ -388,30 +389,45 @@ class _Output:
     def write(self, lines: list[str]) -> int:
         """Write ``lines``, each followed by a newline: how many were
         written. A stop signal ends the writing between two lines."""
+        if self.poller is not None and not self.ascii_newline:  # wide code units: a line at a time
+            return self._write_lines(lines)
+        lines.append("")  # the last newline, in the same join
+        try:
+            data = "\n".join(lines).encode(self.encoding, ENCODE_ERRORS)
+        finally:
+            lines.pop()
         if self.poller is None:
-            _write_all(self.fd, ("\n".join(lines) + "\n").encode(self.encoding, ENCODE_ERRORS))
+            _write_all(self.fd, data)
             return len(lines)
-        done = 0
-        stopping = self.stop.signals
-        while done < len(lines):
-            # As many whole lines as fit in one atomic pipe write (at least one).
-            chunk = bytearray()
-            n = done
-            while n < len(lines):
-                data = (lines[n] + "\n").encode(self.encoding, ENCODE_ERRORS)
-                if chunk and len(chunk) + len(data) > _PIPE_BUF:
-                    break
-                chunk += data
-                n += 1
-            while True:
-                if stopping:
-                    return done
-                ready = self.poller.poll()
-                if any(fd == self.fd for fd, _ in ready):
-                    break
-            _write_all(self.fd, chunk)
-            done = n
-        return done
+        # No line holds a newline of its own (names are escaped, JSON too):
+        # lines are cut at newlines. As many whole lines as fit in one atomic
+        # pipe write go at a time (at least one), each after poll() says
+        # there is room.
+        done = start = 0
+        while start < len(data):
+            end = data.rfind(b"\n", start, start + _PIPE_BUF) + 1
+            if end <= start:  # one line longer than a pipe write
+                end = data.index(b"\n", start) + 1
+            if not self._wait():
+                return done
+            _write_all(self.fd, memoryview(data)[start:end])
+            done += data.count(b"\n", start, end)
+            start = end
+        return min(done, len(lines))
+
+    def _write_lines(self, lines: list[str]) -> int:
+        for done, line in enumerate(lines):
+            if not self._wait():
+                return done
+            _write_all(self.fd, (line + "\n").encode(self.encoding, ENCODE_ERRORS))
+        return len(lines)
+
+    def _wait(self) -> bool:
+        """Wait for room on stdout: False when a stop signal came first."""
+        while not self.stop.signals:
+            if any(fd == self.fd for fd, _ in self.poller.poll()):  # type: ignore[union-attr]
+                return True
+        return False
 
     def last(self, text: str) -> None:
         """Write the closing lines if stdout takes them within a few seconds."""
@@ -529,7 +545,7 @@ def _superseded_execs(items: list[Item]) -> set[int]:
     return superseded
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data``. A signal can end a write to a full pipe
     part-way (write(2)); the rest follows, so no line is ever cut."""
     view = memoryview(data)

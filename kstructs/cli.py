@@ -221,7 +221,20 @@ def _status_text(code: int) -> str:
 
 
 def _seconds(ns: int) -> str:
-    return f"{ns / 1e9:.3f}s"
+    """A lifetime, in seconds to the nearest millisecond: ``1.250s``."""
+    return _duration((ns + 500_000) // 1_000_000)
+
+
+_durations: dict[int, str] = {}
+
+
+def _duration(ms: int) -> str:
+    text = _durations.get(ms)
+    if text is None:
+        if len(_durations) >= _CACHE_MAX:
+            _durations.clear()
+        text = _durations[ms] = f"{max(ms, 0) // 1000}.{max(ms, 0) % 1000:03}s"
+    return text
 
 
 def command_line(cmdline: bytes) -> str:
@@ -278,16 +291,21 @@ class TextFormat:
                 if kind is ForkEvent:
                     _, _, _, parent, _, pid, tgid = item  # type: ignore[misc]  # type() is ForkEvent
                     if pid == tgid:  # a process, not a thread
-                        return f"{self._fork_head}{pid:>7}{user} parent {parent:<17} {name}"
+                        # %-formatting: here it takes a third less time than an f-string with specs.
+                        return "%s%7d%s parent %-17d %s" % (self._fork_head, pid, user, parent, name)  # noqa: UP031
                 elif task.start_ns is not None:
                     # With "after", the info column is longer than its 24.
                     _, _, _, pid, _, code, _, parent, _ = item  # type: ignore[misc]  # type() is ExitEvent
-                    during = at - task.start_ns
-                    status = _statuses.get(code) or _wait_status(code)
-                    parent = parent or task.ppid or "?"
-                    return (
-                        f"{self._exit_head}{pid:>7}{user} {status} parent {parent} "
-                        f"after {(during if during > 0 else 0) / 1e9:.3f}s {name}"
+                    ms = (at - task.start_ns + 500_000) // 1_000_000
+                    after = _durations.get(ms) or _duration(ms)
+                    return "%s%7d%s %s parent %s after %s %s" % (  # noqa: UP031
+                        self._exit_head,
+                        pid,
+                        user,
+                        _statuses.get(code) or _wait_status(code),
+                        parent or task.ppid or "?",
+                        after,
+                        name,
                     )
         return self.line(item, task)
 

@@ -1129,3 +1129,60 @@ def test_the_storm_path_lines() -> None:
     # A name with nothing visible: the line ends at the info column, as line() ends it.
     assert TextFormat()(fork, _task(comm=" ")).endswith(" fork         101 parent 100")
     assert strict_json(JsonFormat(name="cmdline")(EXIT, task))["duration_ns"] == 2 * 10**9 + 5
+
+
+# --- stdout: whole lines, in pieces a pipe takes at once ---------------------
+
+
+@pytest.fixture
+def stop_handlers() -> Iterator[None]:
+    """The stop signals' handlers as they were before a _Stop took them."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def _pipe_output() -> tuple[Any, int, int]:
+    from kstructs._watch import _Output, _Stop
+
+    stop = _Stop()
+    r, w = os.pipe()
+    return _Output(w, "utf-8", stop), r, w
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_batch_reaches_a_pipe_whole(stop_handlers: None) -> None:
+    out, r, w = _pipe_output()
+    try:
+        # Short lines, one longer than a pipe write, "\x1b" kept escaped by the formatter's caller.
+        lines = [f"line {i}" for i in range(500)] + ["x" * 5000, "é", "\\x1b[J"]
+        reader = threading.Thread(target=lambda: result.append(_read_all(r)))
+        result: list[bytes] = []
+        reader.start()
+        assert out.write(lines) == len(lines)
+        os.close(w)
+        reader.join(timeout=30)
+        assert result == ["\n".join(lines).encode() + b"\n"]
+        assert lines[-1] == "\\x1b[J"  # the caller's list as it was
+    finally:
+        out.stop.close()
+        os.close(r)
+
+
+def test_a_stop_signal_ends_a_write_between_lines(stop_handlers: None) -> None:
+    out, r, w = _pipe_output()
+    try:
+        out.stop.signals.append(signal.SIGTERM)
+        assert out.write(["a", "b"]) == 0
+        os.close(w)
+        assert _read_all(r) == b""
+    finally:
+        out.stop.close()
+        os.close(r)
