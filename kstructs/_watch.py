@@ -263,10 +263,12 @@ def _watch(options: Options, stop: _Stop) -> int:
     # when it names processes, its uid only when shown or filtered on.
     table.seed(cmdline=options.name == "cmdline", uid=options.user or options.uid is not None)
     accept = None
+    passes: frozenset[type] = frozenset()
     if options.filtered():
-        accept = EventFilter(
+        event_filter = EventFilter(
             table, kinds=options.events, pid=options.pid, uid=options.uid, comm=options.comm, cgroup=options.cgroup
-        ).accept
+        )
+        accept, passes = event_filter.accept, event_filter.passes
     stats = EventStats() if options.stats else None
     pipe_open = True
     try:
@@ -278,6 +280,7 @@ def _watch(options: Options, stop: _Stop) -> int:
                 None if options.quiet else format_item,
                 table,
                 accept=accept,
+                passes=passes,
                 stats=stats,
                 out=out,
                 stop=stop,
@@ -446,6 +449,7 @@ def _loop(
     table: ProcTable,
     *,
     accept: Callable[[ProcessEvent, Task | None], bool] | None,
+    passes: frozenset[type] = frozenset(),
     stats: EventStats | None,
     out: _Output,
     stop: _Stop,
@@ -491,7 +495,7 @@ def _loop(
                     task = apply(item, kind is ExecEvent and id(item) in superseded)  # type: ignore[arg-type]
                 else:
                     continue
-                if accept is not None and not accept(item, task):  # type: ignore[arg-type]
+                if accept is not None and kind not in passes and not accept(item, task):  # type: ignore[arg-type]
                     continue
                 if stats is not None:
                     stats.count(item, task)  # type: ignore[arg-type]

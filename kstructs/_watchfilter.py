@@ -95,6 +95,15 @@ class EventFilter:
         if pid is not None:
             self.followed.add(pid)
             self._add_descendants()
+        #: The kinds ``accept`` takes whatever the event (no process filter,
+        #: nothing to follow): a caller may skip the call for them.
+        self.passes: frozenset[type] = frozenset()
+        if not self._processes:
+            self.passes = frozenset(
+                {cls for cls in self._types if cls not in (ForkEvent, ExitEvent)}
+                | ({ForkEvent} if self._forks and self._clones else set())
+                | ({ExitEvent} if self._exits else set())
+            )
         #: ``accept(event, task)``: whether watch prints ``event``; by kind
         #: alone when no process filter is given.
         self.accept: Callable[[ProcessEvent, Task | None], bool] = (
