@@ -71,7 +71,7 @@ class _Settled(KstructsWatch):
 class WatchJson(_Settled):
     """JSON with ``--name cmdline``: every line carries ``comm`` and ``cmdline``, exits ``duration_ns``."""
 
-    name = "kstructs watch --format json --name cmdline"
+    name = "kstructs watch --format json --events fork,exit --name cmdline"
 
     def command(self) -> list[str]:
         return [*super().command(), "--name", "cmdline"]
@@ -80,7 +80,7 @@ class WatchJson(_Settled):
 class WatchText(_Settled):
     """Text with ``--name cmdline``: every line ends with the command line, exits with the lifetime."""
 
-    name = "kstructs watch --name cmdline"
+    name = "kstructs watch --events fork,exit --name cmdline"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "kstructs", "watch", "--events", "fork,exit", "--name", "cmdline"]
@@ -107,8 +107,9 @@ class WatchText(_Settled):
         return Received(forks, storm.matched(exits), lost)
 
 
-#: forkstat reads /proc/PID/cmdline for every event it prints (its default
-#: name; -c would use comm) and prints the lifetime on exits.
+#: forkstat runs as ``forkstat -e fork,exit``: its default name is the
+#: command line, read from /proc/PID/cmdline for each new pid (-c would use
+#: comm, -s and -d shorten it), and it prints the lifetime on exits.
 WATCHERS: list[type[Watcher]] = [WatchText, WatchJson]
 
 
@@ -121,6 +122,7 @@ class Run:
     drops: int
     lost: int | None
     stats: dict[str, int]
+    load: float = 0.0  # the 1-minute load average when the run ended
 
     @property
     def fraction(self) -> float:
@@ -155,7 +157,7 @@ def finish(watcher: Watcher, storm: Storm, used: int, drops: int, status: int) -
         tail = watcher.stderr_path.read_text(errors="replace")[-2000:]
         print(f"bench: {watcher.name} (exit status {status}) left no result: {e}\n{tail}", file=sys.stderr)
         raise WatcherFailed(watcher.name) from e
-    return Run(storm, got.forks, got.exits, used, drops, got.lost_reported, got.stats)
+    return Run(storm, got.forks, got.exits, used, drops, got.lost_reported, got.stats, os.getloadavg()[0])
 
 
 def measure_batched(watcher: Watcher, exe: Path, work: Path, children: int) -> Run:
@@ -198,6 +200,9 @@ def received(fractions: list[float]) -> str:
 
 def notes(runs: list[Run]) -> str:
     parts: list[str] = []
+    missed = statistics.median(1 - r.fraction for r in runs)
+    if missed > 0:
+        parts.append(f"missed {pct(missed)} of the storm's events (median); CPU is per storm event all the same")
     if runs[0].lost is not None:
         parts.append(f"Loss reported: {max(r.lost or 0 for r in runs):,}")
     reopened = max(r.stats.get("reopened", 0) for r in runs)
@@ -209,49 +214,54 @@ def notes(runs: list[Run]) -> str:
 def peer_table(
     exe: Path, work: Path, children: int, reps: int, *, watch_only: bool = False
 ) -> tuple[str, dict[tuple[int, str], list[Run]]]:
+    """Each rep runs every watcher once, in turn, so that all of them see the
+    same background load; each row is the median of its reps."""
     kinds: list[type[Watcher]] = (
-        [*WATCHERS, Forkstat] if watch_only else [Floor, KstructsLibrary, *WATCHERS, Forkstat, Pyroute2]
+        # The Listener alone too: what is left of watch's cost that its formatting does not add.
+        [KstructsLibrary, *WATCHERS, Forkstat]
+        if watch_only
+        else [Floor, KstructsLibrary, *WATCHERS, Forkstat, Pyroute2]
     )
     rows: list[list[object]] = []
     everything: dict[tuple[int, str], list[Run]] = {}
     for generators in (1, 2):
         label = f"{generators} x {children:,}"
         alone = [_common.run_storm(exe, work, children, generators).rate for _ in range(reps)]
-        rows.append([label, "(no watcher)", "", "", "", "", f"{statistics.median(alone):,.0f}", "", ""])
-        first = len(rows)
+        rows.append([label, "(no watcher)", "", "", "", "", f"{statistics.median(alone):,.0f}", "", "", ""])
+        available = [kind for kind in kinds if kind.available()]
+        watchers = {kind.name: kind(work) for kind in available}
+        runs: dict[str, list[Run]] = {name: [] for name in watchers}
+        for _ in range(reps):
+            for name, watcher in watchers.items():
+                with contextlib.suppress(WatcherFailed):
+                    runs[name].append(measure(watcher, exe, work, children, generators))
+                    print(f"  {label} {name}: {runs[name][-1].cpu_per_event_us:.2f} µs", file=sys.stderr)
+        base = runs.get(Forkstat.name)
+        forkstat_cpu = statistics.median(r.cpu_per_event_us for r in base) if base else None
         for kind in kinds:
-            if not kind.available():
-                rows.append([label, kind.name, "not installed", "", "", "", "", "", ""])
+            if kind.name not in runs:
+                rows.append([label, kind.name, "not installed", "", "", "", "", "", "", ""])
                 continue
-            runs = repeat(functools.partial(measure, kind(work), exe, work, children, generators), reps)
-            if not runs:
-                rows.append([label, kind.name, "failed: see stderr", "", "", "", "", "", ""])
+            done = runs[kind.name]
+            if not done:
+                rows.append([label, kind.name, "failed: see stderr", "", "", "", "", "", "", ""])
                 continue
-            everything[(generators, kind.name)] = runs
-            cpu = statistics.median(r.cpu_per_event_us for r in runs)
-            rate = statistics.median(r.storm.rate for r in runs)
+            everything[(generators, kind.name)] = done
+            cpu = statistics.median(r.cpu_per_event_us for r in done)
             rows.append(
                 [
                     label,
                     kind.name,
-                    received([r.forks / r.storm.forks for r in runs]),
-                    received([r.exits / r.storm.forks for r in runs]),
+                    received([r.forks / r.storm.forks for r in done]),
+                    received([r.exits / r.storm.forks for r in done]),
                     f"{cpu:.2f}",
-                    "",
-                    f"{rate:,.0f}",
-                    max(r.drops for r in runs),
-                    notes(runs),
+                    f"{cpu / forkstat_cpu:.2f}x" if forkstat_cpu else "n/a",
+                    f"{statistics.median(r.storm.rate for r in done):,.0f}",
+                    max(r.drops for r in done),
+                    f"{statistics.median(r.load for r in done):.1f}",
+                    notes(done),
                 ]
             )
-            print(f"  {label} {kind.name}: {rows[-1][2:]}", file=sys.stderr)
-        base = everything.get((generators, Forkstat.name))
-        for row in rows[first:]:
-            runs = everything.get((generators, str(row[1])), [])
-            if runs and base:
-                forkstat_cpu = statistics.median(r.cpu_per_event_us for r in base)
-                row[5] = f"{statistics.median(r.cpu_per_event_us for r in runs) / forkstat_cpu:.2f}x"
-            elif runs:
-                row[5] = "n/a"
     headers = [
         "storm (generators x children)",
         "watcher",
@@ -261,6 +271,7 @@ def peer_table(
         "CPU vs forkstat",
         "storm forks/s",
         "kernel drops",
+        "load (1 min)",
         "notes",
     ]
     return _common.table(headers, rows), everything
@@ -391,6 +402,10 @@ def baseline_table(exe: Path, work: Path, children: int, reps: int, rev: str) ->
     return _common.table(headers, rows)
 
 
+def _loads(load: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.1f}" for x in load)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--children", type=int, default=None, help="children per generator (default 20000, quick 3000)")
@@ -401,7 +416,7 @@ def main() -> int:
     parser.add_argument(
         "--watch-only",
         action="store_true",
-        help="only kstructs watch (text and JSON) against forkstat, in the first table",
+        help="only kstructs watch (text and JSON) and the Listener alone against forkstat, in the first table",
     )
     args = parser.parse_args()
     _common.require_root()
@@ -425,11 +440,18 @@ def main() -> int:
     with _common.workdir() as work:
         exe = _common.build_storm(work)
         print("storms against each watcher ...", file=sys.stderr)
+        load_before = os.getloadavg()
         peers, live = peer_table(exe, work, children, reps, watch_only=args.watch_only)
+        load_after = os.getloadavg()
+        loads = f"Load average (1, 5, 15 min): {_loads(load_before)} before, {_loads(load_after)} after."
         if args.watch_only:
             print("## Fork storms: kstructs watch against forkstat\n")
             print(_common.machine())
-            print(f"\nMedian of {reps} run(s) per row; each generator forks {children:,} children.\n")
+            print(f"\n{loads}\n")
+            print(
+                f"Median of {reps} run(s) per row, the watchers in turn in each rep; "
+                f"each generator forks {children:,} children.\n"
+            )
             print(peers)
             return 0
         print("live and batched CPU ...", file=sys.stderr)
@@ -438,6 +460,7 @@ def main() -> int:
         losses, first = loss_table(exe, work, rates, seconds)
     print("## Fork storms\n")
     print(_common.machine())
+    print(f"\n{loads}")
     print(
         f"\nMedian of {reps} run(s) per row (worst run in brackets when they differ); "
         f"each generator forks {children:,} children.\n"

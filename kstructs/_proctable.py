@@ -44,6 +44,9 @@ CMDLINE_MAX: Final = 16384
 MAX_TASKS: Final = 1 << 17
 
 _TICK_NS: Final = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+_O_READ: Final = os.O_RDONLY | os.O_CLOEXEC
+# Bytes of /proc/PID/cgroup read at most.
+_CGROUP_MAX: Final = 65536
 
 
 @dataclass(slots=True)
@@ -84,9 +87,13 @@ class ProcTable:
         self.want_cmdline = cmdline
         self.want_exe = exe
         self.want_cgroup = cgroup
+        # A fork is taken inline when the child needs nothing from /proc.
+        self._fast_forks = not cgroup
         self.want_uid = True
         self.max_tasks = max_tasks
         self.tasks: dict[int, Task] = {}
+        # /proc's files are read into this, then copied out at their length.
+        self._buffer = memoryview(bytearray(max(CMDLINE_MAX, _CGROUP_MAX, 4096)))
         self.losses = 0
         # CLOCK_BOOTTIME - CLOCK_MONOTONIC: /proc's start times to the events' clock.
         if boot_offset_ns is None:
@@ -125,38 +132,40 @@ class ProcTable:
         an exec followed by another exec of the same process that has
         arrived too; /proc shows the later program, so this one's is unknown."""
         kind = type(ev)
-        if kind is ForkEvent and not superseded:
+        if kind is ForkEvent:
             # The common case first, inline: a process forked by a main
             # thread the table knows, confirmed since the last loss.
-            fork: ForkEvent = ev  # type: ignore[assignment]  # type() is ForkEvent
-            _, _, at, parent_pid, parent_tgid, pid, tgid = fork
+            _, _, at, parent_pid, parent_tgid, pid, tgid = ev  # type: ignore[misc]  # type() is ForkEvent
             tasks = self.tasks
             parent = tasks.get(parent_tgid)
             if (
                 parent is not None
                 and pid == tgid  # a process, not a thread
-                and parent_pid == parent_tgid  # its main thread forked
-                and parent.pid == parent.tgid
+                and parent_pid == parent_tgid == parent.tgid  # its main thread forked
                 and parent.epoch == self.losses
-                and not parent.kthread
-                and parent_tgid != KTHREADD_PID
-                and not self.want_cgroup
-                and (pid in tasks or len(tasks) < self.max_tasks)
+                and self._fast_forks
+                and parent_tgid != KTHREADD_PID  # not a kernel thread
+                and (len(tasks) < self.max_tasks or pid in tasks)
                 and (parent.start_ns is None or parent.start_ns <= at + _TICK_NS)
             ):
                 child = tasks[pid] = Task(
                     pid, pid, parent_tgid, parent.comm, at, parent.uid, False, parent.cmdline, parent.exe,
-                    parent.cgroup, self.losses,
+                    parent.cgroup, parent.epoch,
                 )  # fmt: skip
                 return child
         elif kind is ExitEvent:
-            exit_: ExitEvent = ev  # type: ignore[assignment]  # type() is ExitEvent
-            _, _, at, pid, tgid, *_ = exit_
-            task = self.tasks.get(pid)
-            if task is not None and pid == tgid == task.tgid and task.epoch == self.losses and not task.provisional:
-                del self.tasks[pid]
-                start = task.start_ns
-                return task if start is None or start <= at + _TICK_NS else None
+            pid = ev[3]  # process_pid
+            task = self.tasks.pop(pid, None)
+            if task is not None:
+                if pid == ev[4] == task.tgid and task.epoch == self.losses and not task.provisional:  # process_tgid
+                    start = task.start_ns
+                    return task if start is None or start <= ev[2] + _TICK_NS else None  # timestamp_ns
+                self.tasks[pid] = task  # not the common case: back in its place
+        return self.apply_general(ev, superseded)
+
+    def apply_general(self, ev: ProcessEvent, superseded: bool = False) -> Task | None:
+        """``apply`` without its inline paths for forks and exits: the same
+        result, the same table after it (tests hold the two together)."""
         if superseded and isinstance(ev, ExecEvent):
             task = self._exec(ev)
             if task is not None:
@@ -334,34 +343,44 @@ class ProcTable:
             task.cgroup = self._read_cgroup(pid)
         return task
 
+    def _read_file(self, pid: int, name: str, limit: int) -> bytes | None:
+        """Up to ``limit`` bytes of ``/proc/PID/NAME``, or None. One read
+        into one reused buffer: these files give all they hold, up to the
+        size asked, to a single read (seq_file, and get_mm_cmdline's loop)."""
+        try:
+            fd = os.open(f"{self.proc}/{pid}/{name}", _O_READ)
+        except OSError:
+            return None
+        try:
+            n = os.readv(fd, [self._buffer[:limit]])
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return self._buffer[:n].tobytes()
+
     def _read_stat(self, pid: int) -> tuple[str, int, int, int] | None:
         """(comm, ppid, start time in ns of CLOCK_MONOTONIC, flags)."""
+        data = self._read_file(pid, "stat", 4096)
+        if data is None:
+            return None
         try:
-            with open(f"{self.proc}/{pid}/stat", "rb") as f:
-                data = f.read(4096)
             # comm is in parentheses and may hold any byte: it ends at the last ')'.
             close = data.rindex(b")")
             comm = data[data.index(b"(") + 1 : close].decode("utf-8", "surrogateescape")
             fields = data[close + 2 :].split()
             ppid, flags, ticks = int(fields[1]), int(fields[6]), int(fields[19])
-        except (OSError, ValueError, IndexError):
+        except (ValueError, IndexError):
             return None
         return comm, ppid, ticks * _TICK_NS - self.boot_offset_ns, flags
 
     def _read_comm(self, pid: int) -> str | None:
-        try:
-            with open(f"{self.proc}/{pid}/comm", "rb") as f:
-                return f.read(64).rstrip(b"\n").decode("utf-8", "surrogateescape")
-        except OSError:
-            return None
+        data = self._read_file(pid, "comm", 64)
+        return None if data is None else data.rstrip(b"\n").decode("utf-8", "surrogateescape")
 
     def _read_cmdline(self, pid: int) -> bytes | None:
-        try:
-            with open(f"{self.proc}/{pid}/cmdline", "rb") as f:
-                data = f.read(CMDLINE_MAX)
-        except OSError:
-            return None
-        return data.rstrip(b"\0") or None  # empty: a zombie or a kernel thread
+        data = self._read_file(pid, "cmdline", CMDLINE_MAX)
+        return (data or b"").rstrip(b"\0") or None  # empty: a zombie or a kernel thread
 
     def _read_exe(self, pid: int) -> str | None:
         try:
@@ -376,13 +395,9 @@ class ProcTable:
             return None
 
     def _read_cgroup(self, pid: int) -> str | None:
-        try:
-            with open(f"{self.proc}/{pid}/cgroup", "rb") as f:
-                for line in f.read(65536).split(b"\n"):
-                    if line.startswith(b"0::"):
-                        return line[3:].decode("utf-8", "surrogateescape")
-        except OSError:
-            pass
+        for line in (self._read_file(pid, "cgroup", _CGROUP_MAX) or b"").split(b"\n"):
+            if line.startswith(b"0::"):
+                return line[3:].decode("utf-8", "surrogateescape")
         return None
 
 

@@ -39,7 +39,7 @@ from kstructs._proctable import ProcTable, Task
 from kstructs._watchfilter import KIND_NAMES, EventFilter, kind_names
 from kstructs._watchstats import EventStats
 from kstructs.cn_proc import EventKind
-from kstructs.events import PROCESS_EVENTS, ExecEvent, KstructsError, ProcessEvent
+from kstructs.events import PROCESS_EVENTS, ExecEvent, ExitEvent, ForkEvent, KstructsError, ProcessEvent
 from kstructs.listener import Listener
 from kstructs.stream import Item, ListenerStats, Loss
 
@@ -263,10 +263,12 @@ def _watch(options: Options, stop: _Stop) -> int:
     # when it names processes, its uid only when shown or filtered on.
     table.seed(cmdline=options.name == "cmdline", uid=options.user or options.uid is not None)
     accept = None
+    passes: frozenset[type] = frozenset()
     if options.filtered():
-        accept = EventFilter(
+        event_filter = EventFilter(
             table, kinds=options.events, pid=options.pid, uid=options.uid, comm=options.comm, cgroup=options.cgroup
-        ).accept
+        )
+        accept, passes = event_filter.accept, event_filter.passes
     stats = EventStats() if options.stats else None
     pipe_open = True
     try:
@@ -278,6 +280,7 @@ def _watch(options: Options, stop: _Stop) -> int:
                 None if options.quiet else format_item,
                 table,
                 accept=accept,
+                passes=passes,
                 stats=stats,
                 out=out,
                 stop=stop,
@@ -374,6 +377,7 @@ class _Output:
         self.fd = fd
         self.encoding = encoding
         self.stop = stop
+        self.ascii_newline = "\n".encode(encoding) == b"\n"
         try:
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
         except OSError:
@@ -388,30 +392,45 @@ class _Output:
     def write(self, lines: list[str]) -> int:
         """Write ``lines``, each followed by a newline: how many were
         written. A stop signal ends the writing between two lines."""
+        if self.poller is not None and not self.ascii_newline:  # wide code units: a line at a time
+            return self._write_lines(lines)
+        lines.append("")  # the last newline, in the same join
+        try:
+            data = "\n".join(lines).encode(self.encoding, ENCODE_ERRORS)
+        finally:
+            lines.pop()
         if self.poller is None:
-            _write_all(self.fd, ("\n".join(lines) + "\n").encode(self.encoding, ENCODE_ERRORS))
+            _write_all(self.fd, data)
             return len(lines)
-        done = 0
-        stopping = self.stop.signals
-        while done < len(lines):
-            # As many whole lines as fit in one atomic pipe write (at least one).
-            chunk = bytearray()
-            n = done
-            while n < len(lines):
-                data = (lines[n] + "\n").encode(self.encoding, ENCODE_ERRORS)
-                if chunk and len(chunk) + len(data) > _PIPE_BUF:
-                    break
-                chunk += data
-                n += 1
-            while True:
-                if stopping:
-                    return done
-                ready = self.poller.poll()
-                if any(fd == self.fd for fd, _ in ready):
-                    break
-            _write_all(self.fd, chunk)
-            done = n
-        return done
+        # No line holds a newline of its own (names are escaped, JSON too):
+        # lines are cut at newlines. As many whole lines as fit in one atomic
+        # pipe write go at a time (at least one), each after poll() says
+        # there is room.
+        done = start = 0
+        while start < len(data):
+            end = data.rfind(b"\n", start, start + _PIPE_BUF) + 1
+            if end <= start:  # one line longer than a pipe write
+                end = data.index(b"\n", start) + 1
+            if not self._wait():
+                return done
+            _write_all(self.fd, memoryview(data)[start:end])
+            done += data.count(b"\n", start, end)
+            start = end
+        return min(done, len(lines))
+
+    def _write_lines(self, lines: list[str]) -> int:
+        for done, line in enumerate(lines):
+            if not self._wait():
+                return done
+            _write_all(self.fd, (line + "\n").encode(self.encoding, ENCODE_ERRORS))
+        return len(lines)
+
+    def _wait(self) -> bool:
+        """Wait for room on stdout: False when a stop signal came first."""
+        while not self.stop.signals:
+            if any(fd == self.fd for fd, _ in self.poller.poll()):  # type: ignore[union-attr]
+                return True
+        return False
 
     def last(self, text: str) -> None:
         """Write the closing lines if stdout takes them within a few seconds."""
@@ -430,6 +449,7 @@ def _loop(
     table: ProcTable,
     *,
     accept: Callable[[ProcessEvent, Task | None], bool] | None,
+    passes: frozenset[type] = frozenset(),
     stats: EventStats | None,
     out: _Output,
     stop: _Stop,
@@ -452,41 +472,50 @@ def _loop(
         now = time.monotonic()
         if items:
             lines: list[str] = []
-            losses: list[int] = []  # per line: 0 for an event, a Loss's count
-            total = counts.printed
+            append = lines.append
+            # The lost records among the lines: (index, count).
+            losses: list[tuple[int, int]] = []
+            # Where --count is reached: that many lines, one more per lost record.
+            stop_at = -1 if count is None else count - counts.printed
             superseded = _superseded_execs(items)
             for item in items:
                 kind = type(item)
-                if kind is Loss:
+                if kind is ForkEvent or kind is ExitEvent:  # a storm's kinds, first
+                    task = apply(item)  # type: ignore[arg-type]
+                elif kind is Loss:
                     assert isinstance(item, Loss)
                     table.lost()
-                    losses.append(item.count)
-                    lines.append(format_item(item, None) if format_item else "")
+                    losses.append((len(lines), item.count))
+                    append(format_item(item, None) if format_item else "")
+                    if count is not None:
+                        stop_at += 1
+                    continue
                 elif kind in printed_types:
                     # Named now, as it arrives: the table follows the events in order.
                     task = apply(item, kind is ExecEvent and id(item) in superseded)  # type: ignore[arg-type]
-                    if accept is not None and not accept(item, task):  # type: ignore[arg-type]
-                        continue
-                    if stats is not None:
-                        stats.count(item, task)  # type: ignore[arg-type]
-                    losses.append(0)
-                    total += 1
-                    lines.append(format_item(item, task) if format_item else "")
                 else:
                     continue
-                if total == count:
+                if accept is not None and kind not in passes and not accept(item, task):  # type: ignore[arg-type]
+                    continue
+                if stats is not None:
+                    stats.count(item, task)  # type: ignore[arg-type]
+                append(format_item(item, task) if format_item else "")
+                if len(lines) == stop_at:
                     break
-            if lines and format_item is None:
-                counts.lost_printed += sum(losses)  # --quiet: the summary tells
-            elif lines:
+            if not lines:
+                pass
+            elif format_item is None:
+                counts.lost_printed += sum(n for _, n in losses)  # --quiet: the summary tells
+            else:
                 written = out.write(lines)
-                counts.lost_printed += sum(losses[:written])
+                counts.lost_printed += sum(n for i, n in losses if i < written)
                 if written < len(lines):
                     # Stopped by a signal with lines in hand: counted, not printed.
-                    counts.printed += losses[:written].count(0)
-                    counts.unprinted += losses[written:].count(0)
+                    lost_written = sum(1 for i, _ in losses if i < written)
+                    counts.printed += written - lost_written
+                    counts.unprinted += len(lines) - written - (len(losses) - lost_written)
                     return False
-            counts.printed = total  # only what was handed to stdout
+            counts.printed += len(lines) - len(losses)  # only what was handed to stdout
             if counts.printed == count:
                 return True
             if deadline is not None and now >= deadline:
@@ -507,8 +536,10 @@ def _superseded_execs(items: list[Item]) -> set[int]:
     """The ids of the exec events followed, in the same batch, by another
     exec of the same process: when they are taken, /proc already shows the
     later program."""
-    last: dict[int, int] = {}
     superseded: set[int] = set()
+    if list(map(type, items)).count(ExecEvent) < 2:  # the common case, at C speed
+        return superseded
+    last: dict[int, int] = {}
     for item in items:
         if type(item) is ExecEvent:
             pid = item.process_pid
@@ -518,7 +549,7 @@ def _superseded_execs(items: list[Item]) -> set[int]:
     return superseded
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data``. A signal can end a write to a full pipe
     part-way (write(2)); the rest follows, so no line is ever cut."""
     view = memoryview(data)

@@ -8,7 +8,7 @@ and before anything is formatted. Losses always pass.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from kstructs._proctable import ProcTable, Task
@@ -95,6 +95,22 @@ class EventFilter:
         if pid is not None:
             self.followed.add(pid)
             self._add_descendants()
+        #: The kinds ``accept`` takes whatever the event (no process filter,
+        #: nothing to follow): a caller may skip the call for them.
+        self.passes: frozenset[type] = frozenset()
+        if not self._processes:
+            self.passes = frozenset(
+                {cls for cls in self._types if cls not in (ForkEvent, ExitEvent)}
+                | ({ForkEvent} if self._forks and self._clones else set())
+                | ({ExitEvent} if self._exits else set())
+            )
+        #: ``accept(event, task)``: whether watch prints ``event``; by kind
+        #: alone when no process filter is given.
+        self.accept: Callable[[ProcessEvent, Task | None], bool] = (
+            self._accept
+            if self._processes
+            else _by_kind(self._types, self._forks, self._clones, self._exits, self._nonzero_exits)
+        )
 
     def _add_descendants(self) -> None:
         children: dict[int, list[int]] = {}
@@ -108,7 +124,7 @@ class EventFilter:
                     self.followed.add(child)
                     todo.append(child)
 
-    def accept(self, ev: ProcessEvent, task: Task | None) -> bool:
+    def _accept(self, ev: ProcessEvent, task: Task | None) -> bool:
         kind = type(ev)
         if kind is ForkEvent:
             fork: ForkEvent = ev  # type: ignore[assignment]
@@ -144,6 +160,22 @@ class EventFilter:
             if task.cgroup != self.cgroup and not inside:
                 return False
         return True
+
+
+def _by_kind(
+    types: frozenset[type], forks: bool, clones: bool, exits: bool, nonzero_exits: bool
+) -> Callable[[ProcessEvent, Task | None], bool]:
+    """``EventFilter._accept`` without process filters, in one closure: it runs for every event."""
+
+    def accept(ev: ProcessEvent, task: Task | None) -> bool:
+        kind = type(ev)
+        if kind is ForkEvent:
+            return clones if ev[5] != ev[6] else forks  # type: ignore[misc]  # child_pid != child_tgid: a thread
+        if kind is ExitEvent:
+            return exits or (nonzero_exits and ev[5] != 0)  # type: ignore[misc]  # exit_code
+        return kind in types
+
+    return accept
 
 
 def _glob(task: Task | None, pattern: str) -> bool:

@@ -109,11 +109,36 @@ class JsonFormat:
     def __init__(self, name: str = "comm", user: bool = False) -> None:
         self.name = name
         self.user = user
+        self._cmdline = name == "cmdline"
+        self._exe = name == "exe"
         self._heads: dict[type, str] = {cls: _json_head(cls) for cls in PROCESS_EVENTS.values()}
         # The optional keys by what they depend on: a handful of processes recur.
         self._extras: dict[tuple[object, ...], str] = {}
 
     def __call__(self, item: Item, task: Task | None = None) -> str:
+        kind = type(item)
+        if task is not None and (kind is ForkEvent or kind is ExitEvent):
+            # The storm path: a fork or an exit of a process the table knows.
+            # It writes what line() writes; tests hold the two together.
+            key = (
+                task.comm,
+                task.cmdline if self._cmdline else None,
+                task.exe if self._exe else None,
+                task.uid if self.user else None,
+            )
+            extra = self._extras.get(key)
+            if extra is None:
+                extra = self._remember(key)
+            if kind is ExitEvent:
+                start = task.start_ns
+                if start is not None:
+                    at = item[2]  # type: ignore[index,misc]  # timestamp_ns
+                    return f'{self._heads[kind] % item}{extra}, "duration_ns": {at - start if at > start else 0}}}'
+            return f"{self._heads[kind] % item}{extra}}}"
+        return self.line(item, task)
+
+    def line(self, item: Item, task: Task | None = None) -> str:
+        """The general formatter, for any item: what ``__call__`` writes."""
         kind = type(item)
         if kind is Loss:
             return json.dumps(item.to_dict())
@@ -131,12 +156,16 @@ class JsonFormat:
             key = (task.comm, *self._key(kind, task))
         extra = self._extras.get(key)
         if extra is None:
-            if len(self._extras) >= _CACHE_MAX:
-                self._extras.clear()
-            extra = self._extras[key] = self._extra(key)
+            extra = self._remember(key)
         if kind is ExitEvent and task.start_ns is not None:
             extra += f', "duration_ns": {max(item[2] - task.start_ns, 0)}'  # type: ignore[index,misc]  # timestamp_ns
         return line + extra + "}"
+
+    def _remember(self, key: tuple[object, ...]) -> str:
+        if len(self._extras) >= _CACHE_MAX:
+            self._extras.clear()
+        extra = self._extras[key] = self._extra(key)
+        return extra
 
     def _key(self, kind: type, task: Task) -> tuple[object, ...]:
         """What the optional keys other than the lifetime depend on."""
@@ -192,7 +221,20 @@ def _status_text(code: int) -> str:
 
 
 def _seconds(ns: int) -> str:
-    return f"{ns / 1e9:.3f}s"
+    """A lifetime, in seconds to the nearest millisecond: ``1.250s``."""
+    return _duration((ns + 500_000) // 1_000_000)
+
+
+_durations: dict[int, str] = {}
+
+
+def _duration(ms: int) -> str:
+    text = _durations.get(ms)
+    if text is None:
+        if len(_durations) >= _CACHE_MAX:
+            _durations.clear()
+        text = _durations[ms] = f"{max(ms, 0) // 1000}.{max(ms, 0) % 1000:03}s"
+    return text
 
 
 def command_line(cmdline: bytes) -> str:
@@ -213,7 +255,16 @@ class TextFormat:
         self._epoch_ns = time.time_ns() - time.monotonic_ns()
         self._second = -1
         self._clock = ""
+        # The second shown, as a range of event timestamps [_low, _high),
+        # and the start of the fork and exit lines in it.
+        self._low = self._high = 0
+        self._fork_head = self._exit_head = ""
         self._names: dict[tuple[object, ...], str] = {}
+        # The storm path's names (rstripped, "" when line() must decide) by
+        # the field that names a process, and the user columns by uid.
+        self._by = "cmdline" if name == "cmdline" else "exe" if name == "exe" else "comm"
+        self._short_names: dict[object, str] = {}
+        self._user_columns: dict[int | None, str] = {}
 
     def header(self) -> str:
         """The column titles."""
@@ -221,6 +272,69 @@ class TextFormat:
         return f"{'Time':<8} {'Event':<8} {'PID':>7}{user} {'Info':<24} Name"
 
     def __call__(self, item: Item, task: Task | None = None) -> str:
+        kind = type(item)
+        if task is not None and (kind is ForkEvent or kind is ExitEvent) and not task.kthread:
+            # The storm path: a fork or an exit of a process the table knows.
+            # It writes what line() writes; tests hold the two together.
+            by = self._by
+            key = task.cmdline if by == "cmdline" else task.comm if by == "comm" else task.exe
+            name = self._short_names.get(key)
+            if name is None:
+                name = self._short_name(key, task)
+            at = item[2]  # type: ignore[index,misc]  # timestamp_ns
+            if not self._low <= at < self._high:
+                self._tick(at + self._epoch_ns)
+            user = ""
+            if self.user:
+                user = self._user_columns.get(task.uid) or self._user_column(task.uid)
+            if name:
+                if kind is ForkEvent:
+                    _, _, _, parent, _, pid, tgid = item  # type: ignore[misc]  # type() is ForkEvent
+                    if pid == tgid:  # a process, not a thread
+                        # %-formatting: here it takes a third less time than an f-string with specs.
+                        return "%s%7d%s parent %-17d %s" % (self._fork_head, pid, user, parent, name)  # noqa: UP031
+                elif task.start_ns is not None:
+                    # With "after", the info column is longer than its 24.
+                    _, _, _, pid, _, code, _, parent, _ = item  # type: ignore[misc]  # type() is ExitEvent
+                    ms = (at - task.start_ns + 500_000) // 1_000_000
+                    after = _durations.get(ms) or _duration(ms)
+                    return "%s%7d%s %s parent %s after %s %s" % (  # noqa: UP031
+                        self._exit_head,
+                        pid,
+                        user,
+                        _statuses.get(code) or _wait_status(code),
+                        parent or task.ppid or "?",
+                        after,
+                        name,
+                    )
+        return self.line(item, task)
+
+    def _short_name(self, key: object, task: Task) -> str:
+        name = self._name_of(task).rstrip() if key else ""
+        if len(self._short_names) >= _CACHE_MAX:
+            self._short_names.clear()
+        self._short_names[key] = name
+        return name
+
+    def _user_column(self, uid: int | None) -> str:
+        user_text = "" if uid is None else user_name(uid)
+        column = f" {'?' if uid is None else uid:>5} {terminal(user_text) if user_text else '?':<8}"
+        if len(self._user_columns) >= _CACHE_MAX:
+            self._user_columns.clear()
+        self._user_columns[uid] = column
+        return column
+
+    def _tick(self, wall_ns: int) -> None:
+        second = wall_ns // 1_000_000_000
+        if second != self._second:
+            self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
+            self._fork_head = f"{self._clock} {'fork':<8} "
+            self._exit_head = f"{self._clock} {'exit':<8} "
+        self._low = second * 1_000_000_000 - self._epoch_ns
+        self._high = self._low + 1_000_000_000
+
+    def line(self, item: Item, task: Task | None = None) -> str:
+        """The general formatter, for any item: what ``__call__`` writes."""
         if isinstance(item, Loss):
             where = f" on cpu {item.cpu}" if item.cpu is not None else ""
             return self._line(None, "lost", "-", None, info=f"{item.count} events ({item.reason}){where}", name="")
@@ -286,10 +400,7 @@ class TextFormat:
         return ""
 
     def _line(self, timestamp_ns: int | None, event: str, pid: str, task: Task | None, *, info: str, name: str) -> str:
-        wall_ns = time.time_ns() if timestamp_ns is None else timestamp_ns + self._epoch_ns
-        second = wall_ns // 1_000_000_000
-        if second != self._second:
-            self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
+        self._tick(time.time_ns() if timestamp_ns is None else timestamp_ns + self._epoch_ns)
         user = ""
         if self.user:
             uid = task.uid if task is not None else None

@@ -23,6 +23,8 @@ from typing import Any
 import pyte
 import pytest
 from conftest import hang_guard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_proctable import FakeProc, fake_proc
 
 from kstructs._escape import ENCODE_ERRORS, terminal
@@ -1052,3 +1054,142 @@ def test_drain_at_exit_counts_only_what_would_have_been_printed(tmp_path: Path) 
     counts = Counts()
     _drain(_Queued(queued), counts, table, None)  # type: ignore[arg-type]
     assert counts.unprinted == 3
+
+
+# --- The storm path of each formatter against its general one -------------
+
+_NAMES = st.one_of(
+    st.none(),
+    st.sampled_from(["", "sh", "sh ", "a\u3000", "\x1b[J", "\udcff", 'we"ird\\', "\u202e", "x\n"]),
+    st.text(max_size=6),
+)
+_CMDLINES = st.one_of(
+    st.none(),
+    st.sampled_from([b"", b"sleep\x001", b"a\xff\0b", b"\x1b[2J", b"x \0"]),
+    st.binary(max_size=8),
+)
+_TASKS = st.builds(
+    Task,
+    pid=st.just(101),
+    tgid=st.just(101),
+    ppid=st.sampled_from([0, 100]),
+    comm=_NAMES,
+    start_ns=st.one_of(st.none(), st.integers(0, 4 * 10**9)),
+    uid=st.one_of(st.none(), st.sampled_from([0, 65534, 4242424])),
+    kthread=st.booleans(),
+    cmdline=_CMDLINES,
+    exe=_NAMES,
+)
+# Timestamps on both sides of a second, out of order too.
+_TIMES = st.integers(0, 3).flatmap(lambda s: st.sampled_from([s * 10**9 - 1, s * 10**9, s * 10**9 + 1, s * 10**9 + 7]))
+_STORM_EVENTS = st.one_of(
+    st.builds(
+        ForkEvent,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 3),
+        _TIMES,
+        st.sampled_from([100, 4242]),
+        st.sampled_from([100, 4242]),
+        st.sampled_from([101, 102]),
+        st.sampled_from([101, 102]),
+    ),
+    st.builds(
+        ExitEvent,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 3),
+        _TIMES,
+        st.sampled_from([101, 102]),
+        st.sampled_from([101, 102]),
+        st.sampled_from([0, 3 << 8, 9, 6 | 0x80, 0x7E]),
+        st.sampled_from([17, 0xFFFFFFFF]),
+        st.sampled_from([0, 100]),
+        st.sampled_from([0, 100]),
+    ),
+)
+
+
+@given(
+    st.lists(st.tuples(_STORM_EVENTS, st.one_of(st.none(), _TASKS)), min_size=1, max_size=8),
+    st.sampled_from(["comm", "cmdline", "exe"]),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_storm_path_writes_what_the_general_formatters_write(
+    pairs: list[tuple[ProcessEvent, Task | None]], name: str, user: bool
+) -> None:
+    text, general_text = TextFormat(name, user), TextFormat(name, user)
+    # One wall clock for both, whole seconds from the events' clock: the
+    # timestamps fall on the edges of the seconds shown.
+    text._epoch_ns = general_text._epoch_ns = 1_700_000_000 * 10**9
+    json_format, general_json = JsonFormat(name, user), JsonFormat(name, user)
+    for ev, task in pairs:  # in sequence: the storm path keeps the clock of a second between lines
+        assert text(ev, task) == general_text.line(ev, task)
+        assert json_format(ev, task) == general_json.line(ev, task)
+
+
+def test_the_storm_path_lines() -> None:
+    task = _task(cmdline=b"sleep\x001\0\x1b[J", uid=0)
+    fork = ForkEvent(5, 0, 2 * 10**9, 100, 100, 101, 101)
+    line = TextFormat(name="cmdline")(fork, task)
+    assert line.endswith(" fork         101 parent 100" + " " * 15 + r"sleep 1 \x1b[J")
+    assert TextFormat(user=True)(EXIT, task).endswith("     101     0 root     status 0 parent 100 after 2.000s sh")
+    # A name with nothing visible: the line ends at the info column, as line() ends it.
+    assert TextFormat()(fork, _task(comm=" ")).endswith(" fork         101 parent 100")
+    assert strict_json(JsonFormat(name="cmdline")(EXIT, task))["duration_ns"] == 2 * 10**9 + 5
+
+
+# --- stdout: whole lines, in pieces a pipe takes at once ---------------------
+
+
+@pytest.fixture
+def stop_handlers() -> Iterator[None]:
+    """The stop signals' handlers as they were before a _Stop took them."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def _pipe_output() -> tuple[Any, int, int]:
+    from kstructs._watch import _Output, _Stop
+
+    stop = _Stop()
+    r, w = os.pipe()
+    return _Output(w, "utf-8", stop), r, w
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_batch_reaches_a_pipe_whole(stop_handlers: None) -> None:
+    out, r, w = _pipe_output()
+    try:
+        # Short lines, one longer than a pipe write, "\x1b" kept escaped by the formatter's caller.
+        lines = [f"line {i}" for i in range(500)] + ["x" * 5000, "é", "\\x1b[J"]
+        reader = threading.Thread(target=lambda: result.append(_read_all(r)))
+        result: list[bytes] = []
+        reader.start()
+        assert out.write(lines) == len(lines)
+        os.close(w)
+        reader.join(timeout=30)
+        assert result == ["\n".join(lines).encode() + b"\n"]
+        assert lines[-1] == "\\x1b[J"  # the caller's list as it was
+    finally:
+        out.stop.close()
+        os.close(r)
+
+
+def test_a_stop_signal_ends_a_write_between_lines(stop_handlers: None) -> None:
+    out, r, w = _pipe_output()
+    try:
+        out.stop.signals.append(signal.SIGTERM)
+        assert out.write(["a", "b"]) == 0
+        os.close(w)
+        assert _read_all(r) == b""
+    finally:
+        out.stop.close()
+        os.close(r)

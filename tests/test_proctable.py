@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from kstructs._proctable import PF_KTHREAD, ProcTable, Task
 from kstructs.events import CommEvent, ExecEvent, ExitEvent, ForkEvent, UidEvent
@@ -278,3 +280,71 @@ def test_real_kernel_threads_from_proc() -> None:
     kthreadd = t.tasks.get(2)
     assert kthreadd is not None and kthreadd.comm == "kthreadd" and kthreadd.kthread
     assert not t.tasks[os.getpid()].kthread
+
+
+# --- The inline paths of apply against apply_general --------------------------
+
+_PIDS = st.sampled_from([2, 100, 101, 102, 103])
+_AT = st.integers(0, 4).map(lambda s: s * S)
+
+
+def _fork_of(pid: int, parent: int, at: int, thread: bool, by_thread: bool) -> ForkEvent:
+    return fork(pid, parent, at, tgid=parent if thread else None, parent_pid=pid + 10 if by_thread else None)
+
+
+_EVENTS = st.one_of(
+    st.builds(_fork_of, _PIDS, st.sampled_from([2, 100, 100, 101, 103]), _AT, st.booleans(), st.booleans()),
+    st.builds(lambda pid, at, thread: exit_(pid, at, tgid=100 if thread else None), _PIDS, _AT, st.booleans()),
+    st.builds(lambda pid, at: ExecEvent(0, 0, at, pid, pid), _PIDS, _AT),
+    st.builds(lambda pid, at: CommEvent(0, 0, at, pid, pid, "renamed"), _PIDS, _AT),
+    st.just("lost"),
+    st.just("rename"),  # /proc/103/comm changes: a kernel thread renames itself without an event
+)
+
+
+@given(st.lists(_EVENTS, max_size=40), st.booleans(), st.booleans(), st.integers(3, 8))
+# Each condition of the inline paths, literally: a loss, a child's own cgroup,
+# a parent younger than the event, kthreadd without its flag, a kernel thread
+# that renamed itself after its fork.
+@example(["lost", fork(101, 100, S)], True, False, 8)
+@example([fork(103, 100, S)], True, True, 8)
+@example([fork(101, 100, 0)], True, False, 8)
+@example([fork(104, 2, S)], False, False, 8)
+@example([fork(103, 2, 3 * S), "rename", exit_(103, 4 * S)], True, False, 8)
+@example([exit_(100, 0)], True, False, 8)
+@example(["lost", exit_(100, S)], True, False, 8)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_apply_does_what_apply_general_does(
+    tmp_path_factory: pytest.TempPathFactory,
+    events: list[ForkEvent | ExitEvent | ExecEvent | CommEvent | str],
+    flagged: bool,
+    cgroup: bool,
+    max_tasks: int,
+) -> None:
+    proc = tmp_path_factory.mktemp("proc")
+    fake_proc(
+        proc,
+        {
+            # kthreadd, with or without its PF_KTHREAD flag: either way its children are kernel threads.
+            2: FakeProc(b"kthreadd", ppid=0, flags=PF_KTHREAD if flagged else 0),
+            100: FakeProc(b"bash", start_ticks=S // TICK_NS),
+            101: FakeProc(b"make", ppid=100, start_ticks=2 * S // TICK_NS, cmdline=b"make\0-j2\0"),
+            103: FakeProc(b"kthreadd", ppid=2, start_ticks=3 * S // TICK_NS, flags=PF_KTHREAD),
+        },
+    )
+    (proc / "103" / "cgroup").write_bytes(b"0::/system.slice/x.service\n")
+    inline, general = (
+        ProcTable(str(proc), cmdline=True, cgroup=cgroup, boot_offset_ns=0, max_tasks=max_tasks) for _ in "ab"
+    )
+    inline.seed()
+    general.seed()
+    for ev in events:
+        if ev == "lost":
+            inline.lost()
+            general.lost()
+        elif ev == "rename":
+            (proc / "103" / "comm").write_bytes(b"kworker/0:1\n")
+        else:
+            assert not isinstance(ev, str)
+            assert inline.apply(ev) == general.apply_general(ev), ev
+            assert list(inline.tasks.items()) == list(general.tasks.items()), ev

@@ -9,7 +9,7 @@ from test_proctable import FakeProc, S, fake_proc, fork, table
 
 from kstructs._proctable import Task
 from kstructs._watchfilter import EventFilter, cgroup2_mounts, cgroup_path, kind_names
-from kstructs.events import CommEvent, ExecEvent, ExitEvent, ForkEvent, UidEvent
+from kstructs.events import CommEvent, ExecEvent, ExitEvent, ForkEvent, ProcessEvent, UidEvent
 
 
 def task(pid: int, comm: str = "x", uid: int = 0, cgroup: str | None = None) -> Task:
@@ -91,3 +91,42 @@ def test_cgroup2_mounts(tmp_path: Path) -> None:
         "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/uni\\040fied cgroup2 rw,relatime 0 0\n"
     )
     assert cgroup2_mounts(str(mounts)) == ["/sys/fs/cgroup/uni fied"]
+
+
+# One event of each kind, threads and non-zero exits too.
+_ONE_OF_EACH: list[ProcessEvent] = [
+    ForkEvent(0, 0, 0, 1, 1, 10, 10),
+    ForkEvent(0, 0, 0, 1, 1, 11, 10),
+    ExecEvent(0, 0, 0, 10, 10),
+    UidEvent(0, 0, 0, 10, 10, 0, 0),
+    CommEvent(0, 0, 0, 10, 10, "x"),
+    ExitEvent(0, 0, 0, 10, 10, 0, 17, 1, 1),
+    ExitEvent(0, 0, 0, 10, 10, 3 << 8, 17, 1, 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "passes"),
+    [
+        (None, {ForkEvent, ExecEvent, UidEvent, CommEvent, ExitEvent}),
+        ({"fork", "exit"}, {ExitEvent}),
+        ({"fork", "clone", "exec"}, {ForkEvent, ExecEvent}),
+        ({"nonzero-exit", "comm"}, {CommEvent}),
+    ],
+)
+def test_the_kinds_that_pass_whatever_the_event(tmp_path: Path, kinds: set[str] | None, passes: set[type]) -> None:
+    f = EventFilter(table(tmp_path), kinds=kinds)
+    assert {kind for kind in f.passes if kind in {type(ev) for ev in _ONE_OF_EACH}} == passes
+    for ev in _ONE_OF_EACH:
+        if type(ev) in f.passes:
+            assert f.accept(ev, None), ev
+
+
+def test_nothing_passes_a_process_filter_unasked(tmp_path: Path) -> None:
+    for f in (
+        EventFilter(table(tmp_path), pid=1),
+        EventFilter(table(tmp_path), uid=0),
+        EventFilter(table(tmp_path), comm="x"),
+        EventFilter(table(tmp_path), cgroup="/"),
+    ):
+        assert f.passes == frozenset()
