@@ -164,14 +164,19 @@ def test_other_errors_stand(err: int) -> None:
 
 
 def test_recvfrom_takes_one_datagram_and_tells_truncation() -> None:
-    sock = FakeSocket((5, 0, b"hello"), (RECV_SIZE + 1, 9, b"x" * RECV_SIZE), OSError(errno.EAGAIN, "again"))
+    full, longer = b"y" * RECV_SIZE, b"x" * RECV_SIZE
+    sock = FakeSocket(
+        (5, 0, b"hello"), (RECV_SIZE, 0, full), (RECV_SIZE + 1, 9, longer), OSError(errno.EAGAIN, "again")
+    )
     receiver, stream = Single(cast(socket.socket, sock)), Recording()
     assert not receiver.resume(stream, [])
-    assert receiver.receive(stream, []) == 1
-    assert receiver.receive(stream, []) == 1
-    assert receiver.receive(stream, []) == -errno.EAGAIN
-    assert stream.calls == [("receive", 0, False, b"hello"), ("receive", 9, True, b"x" * RECV_SIZE)]
-    assert sock.flags == [socket.MSG_DONTWAIT | socket.MSG_TRUNC] * 3
+    assert [receiver.receive(stream, []) for _ in range(4)] == [1, 1, 1, -errno.EAGAIN]
+    assert stream.calls == [
+        ("receive", 0, False, b"hello"),
+        ("receive", 0, False, full),  # the largest the connector sends, whole
+        ("receive", 9, True, longer),  # MSG_TRUNC: its real length, one byte more than fitted
+    ]
+    assert sock.flags == [socket.MSG_DONTWAIT | socket.MSG_TRUNC] * 4
 
 
 def test_an_oserror_without_errno_is_eio() -> None:
