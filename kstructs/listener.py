@@ -8,7 +8,10 @@ yields events, blocking (``for ev in listener``), non-blocking
 It only makes the system calls and reads ``/proc``. What the datagrams mean
 -- the sender check, parsing, loss accounting, the user-space filter, the
 statistics, pacing -- is ``kstructs.stream``'s ``EventStream``; the requests,
-their nonces and what a reply means are ``kstructs._subscription``'s.
+their nonces and what a reply means are ``kstructs._subscription``'s. The two
+ways of receiving (``recvmmsg()``, ``recvfrom()``) and reading the drop count
+are ``kstructs._receive``'s; who is reading, for ``close()`` from another
+thread, is ``kstructs._gate``'s.
 
 - With ``events``, it asks the kernel to filter (``struct proc_input``,
   Linux 6.6); the stream filters in user space as well, so older kernels
@@ -29,27 +32,25 @@ their nonces and what a reply means are ``kstructs._subscription``'s.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import itertools
 import os
 import platform
 import select
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, MutableSequence
 from types import TracebackType
 from typing import Final, Self
 
-from kstructs._recvmmsg import Batch
+from kstructs import _receive
+from kstructs._gate import ReaderGate
 from kstructs._subscription import Subscription
 from kstructs.cn_proc import PROC_EVENT_ALL, EventKind
-from kstructs.connector import CN_IDX_PROC, CONNECTOR_MAX_MSG_SIZE, cn_msg
+from kstructs.connector import CN_IDX_PROC
 from kstructs.errors import NamespaceError, NoAckError, NoConnectorError, PrivilegeError
-from kstructs.events import KERNEL_EVENT_SIZE, AckEvent
-from kstructs.netlink import NETLINK_CONNECTOR, nlmsg_space
+from kstructs.events import AckEvent
+from kstructs.netlink import NETLINK_CONNECTOR
 from kstructs.stream import DEFAULT_LINGER, EventStream, Item, ListenerStats, Loss
 
 # include/uapi/asm-generic/socket.h; alpha, parisc and sparc number it 0x100b.
@@ -62,26 +63,10 @@ SO_RCVBUFFORCE: Final = getattr(
 #: queue holds some 20 000 events, over half a second of a fork storm.
 DEFAULT_RCVBUF: Final = 8 << 20
 
-# Room for the largest datagram the connector sends: one message of
-# CONNECTOR_MAX_MSG_SIZE bytes of payload. A longer one (from a foreign
-# sender: rejected anyway) is truncated.
-_RECV_SIZE: Final = nlmsg_space(ctypes.sizeof(cn_msg) + CONNECTOR_MAX_MSG_SIZE)
-_VLEN: Final = 64  # datagrams one recvmmsg() call takes at most
 _BATCH: Final = 1024  # datagrams one read takes at most: bounds its latency and its list
 # The kernel answers a subscribe request inside sendmsg() (cn_rx_skb() runs
 # the callback synchronously): the probe for proc_input support needs no long wait.
 _PROBE_TIMEOUT: Final = 0.25
-# Plain ints: the socket module's are IntFlag members, whose & runs in Python.
-_MSG_TRUNC: Final = int(socket.MSG_TRUNC)
-_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
-
-
-def _new_batch() -> Batch | None:
-    """recvmmsg() slots, or None where libc lacks recvmmsg()."""
-    try:
-        return Batch(_VLEN, _RECV_SIZE, KERNEL_EVENT_SIZE)
-    except OSError:
-        return None
 
 
 class Listener:
@@ -112,22 +97,12 @@ class Listener:
         self.rcvbuf = DEFAULT_RCVBUF if rcvbuf is None else rcvbuf
         self.ack_timeout = ack_timeout
         self.port_id = 0  # the socket's netlink port id, once open
-        self._sock: socket.socket | None = None
+        self._gate = ReaderGate()  # the socket, and who is reading it
         self._subscription = Subscription(self._stream)
         self._closed = False
         self._inode = 0
-        # Receive buffers: recvmmsg() slots, or one buffer for recvfrom().
-        self._batch: Batch | None = None
-        self._buf = bytearray()
-        self._view = memoryview(self._buf)
+        self._receiver: _receive.Receiver | None = None  # recvmmsg() or recvfrom(), once open
         self._poller = select.poll()
-        # close() from another thread writes the eventfd, which wakes a reader
-        # in poll(), and leaves closing the socket (whose number could
-        # otherwise be reused under the reader) to the last reader out.
-        self._wake = -1
-        self._lock = threading.RLock()  # close() may come from a signal handler
-        self._readers = 0
-        self._orphan: socket.socket | None = None
         # Received, not yet handed out: what a consumer that stopped
         # iterating left, and what arrived while waiting for a reply.
         self._pending: deque[Item] = deque()
@@ -149,7 +124,7 @@ class Listener:
     def stats(self) -> ListenerStats:
         """The statistics, with the kernel's drop count taken in: ``lost``
         counts every datagram dropped for this socket so far."""
-        if self._sock is not None:
+        if self._gate.sock is not None:
             self._count_drops()
         return self._stream.stats
 
@@ -165,7 +140,7 @@ class Listener:
 
     def open(self) -> Self:
         """Bind, subscribe and wait for the kernel's reply; idempotent."""
-        if self._sock is not None:
+        if self._gate.sock is not None:
             return self
         if self._closed:
             raise ValueError("listener is closed")
@@ -176,9 +151,9 @@ class Listener:
                 why = "no connector in this kernel (CONFIG_CONNECTOR), or an emulator (qemu-user) not passing it"
                 raise NoConnectorError(e.errno, f"NETLINK_CONNECTOR is not supported: {why}") from e
             raise
-        self._sock, self._subscription.owner = sock, os.getpid()
+        self._subscription.owner = os.getpid()
         try:
-            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._gate.open(sock)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
             except PermissionError:
@@ -193,10 +168,8 @@ class Listener:
             self.port_id = self._subscription.port_id = sock.getsockname()[0]
             self._inode = os.fstat(sock.fileno()).st_ino
             self._poller.register(sock.fileno(), select.POLLIN)
-            self._poller.register(self._wake, select.POLLIN)
-            self._batch = _new_batch()
-            if self._batch is None:
-                self._single()
+            self._poller.register(self._gate.wake, select.POLLIN)
+            self._receiver = _receive.receiver(sock)
             self._subscribe()
         except BaseException:
             self.close()
@@ -206,11 +179,13 @@ class Listener:
     def close(self) -> None:
         """Account the kernel's drops, send the ``IGNORE`` the subscription
         owes, and close the socket. From another thread, it wakes a blocked reader."""
-        with self._lock:
-            sock, self._sock, sub = self._sock, None, self._subscription
+        gate = self._gate
+        with gate.lock:
+            sock, gate.sock, sub = gate.sock, None, self._subscription
             self._closed = True
             if sock is None:
                 return
+            self._receiver = None  # its buffers go with the last reference
             pid = os.getpid()
             try:
                 self._count_drops()
@@ -221,18 +196,14 @@ class Listener:
                     except OSError:  # the kernel then builds events nobody reads until its count resets
                         sub.ignore_failed()
             finally:
-                if self._readers and pid == sub.owner:
-                    self._orphan = sock
-                    os.eventfd_write(self._wake, 1)
-                else:
-                    self._release(sock)
+                gate.close(sock, owner=pid == sub.owner)
 
     def fileno(self) -> int:
-        return self._socket().fileno()
+        return self._gate.current().fileno()
 
     @property
     def closed(self) -> bool:
-        return self._sock is None
+        return self._gate.sock is None
 
     # --- Reading -------------------------------------------------------
 
@@ -252,13 +223,13 @@ class Listener:
         batch, lingers (see ``linger``) so one wakeup takes many.
         Breaking out loses nothing: the next read or iteration goes on.
         Ends when the listener is closed (by another thread)."""
-        self._socket()
+        self._gate.current()
         return self._iterate()
 
     def _refill(self) -> bool:
         """What has arrived into the pending events, if there are none: False once closed."""
         if not self._pending:
-            if self._sock is None:
+            if self._gate.sock is None:
                 return False
             self._drain(self._pending, wait=False)
         return True
@@ -270,7 +241,7 @@ class Listener:
                 try:
                     self._drain(pending, wait=True)
                 except ValueError:
-                    if self._sock is None:  # closed by another thread meanwhile
+                    if self._gate.sock is None:  # closed by another thread meanwhile
                         return
                     raise
                 continue  # what woke us may all be filtered out
@@ -294,7 +265,7 @@ class Listener:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        fd, wake_fd = self.fileno(), self._wake
+        fd, wake_fd, gate = self.fileno(), self._gate.wake, self._gate
         pending = self._pending
         while self._refill():
             if pending:
@@ -310,7 +281,7 @@ class Listener:
                 if not fut.done():
                     fut.set_result(None)
 
-            self._enter()
+            gate.enter()
             try:
                 loop.add_reader(fd, wake)
                 loop.add_reader(wake_fd, wake)
@@ -320,41 +291,13 @@ class Listener:
                     loop.remove_reader(fd)
                     loop.remove_reader(wake_fd)
             finally:
-                self._leave()
+                gate.leave()
 
     # --- Internals -----------------------------------------------------
 
-    def _socket(self) -> socket.socket:
-        if self._sock is None:
-            raise ValueError("listener is not open")
-        return self._sock
-
-    def _enter(self) -> socket.socket:
-        with self._lock:
-            sock = self._socket()
-            self._readers += 1
-        return sock
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._readers -= 1
-            orphan = self._orphan
-            if orphan is not None and not self._readers:
-                self._orphan = None
-                self._release(orphan)
-
-    def _release(self, sock: socket.socket) -> None:
-        self._batch = None  # its buffers go with the last reference
-        try:
-            sock.close()
-        finally:
-            if self._wake >= 0:
-                os.close(self._wake)
-                self._wake = -1
-
     def _send(self, message: bytes) -> None:
         try:
-            self._socket().send(message)
+            self._gate.current().send(message)
         except ConnectionRefusedError as e:
             raise NamespaceError(
                 e.errno, "the process connector answers only in the initial network namespace (ECONNREFUSED)"
@@ -406,92 +349,44 @@ class Listener:
         of them into ``out``; with ``wait``, block until the first arrives.
 
         One recvmmsg() per batch of datagrams (one recvfrom() each where libc
-        lacks it). The queue is known empty when a call finds nothing
-        (EAGAIN), not when a batch comes back short: the kernel may be
-        holding an ENOBUFS for the next call.
+        lacks it, or a seccomp filter refuses it: ``kstructs._receive``). The
+        queue is known empty when a call finds nothing (EAGAIN), not when a
+        batch comes back short: the kernel may be holding an ENOBUFS for the
+        next call.
         """
-        sock = self._enter()
+        gate = self._gate
+        gate.enter()
         try:
-            stream, batch, fd, dontwait = self._stream, self._batch, sock.fileno(), _MSG_DONTWAIT
-            # A batch an exception (a signal) interrupted, even before the
-            # count came back from recvmmsg(): the rest of it first.
-            left = batch.filled() if batch is not None else 0
-            if left and batch is not None:
-                self._take_batch(batch, left, out, stream.offset // batch.size + 1)
-            elif wait:
+            stream, receiver = self._stream, self._receiver
+            if receiver is None:  # closed by another thread
+                return
+            if not receiver.resume(stream, out) and wait:
                 self._poller.poll()  # retried on EINTR after the signal handlers ran (PEP 475)
-                if self._sock is None:  # closed by another thread
+                if gate.sock is None:  # closed by another thread
                     return
             received = 0
             while received < _BATCH:
-                if batch is not None:
-                    stream.offset = -batch.size  # none of the next batch taken yet
-                    n = batch.receive(fd, dontwait)
-                    if n > 0:
-                        received += n
-                        self._take_batch(batch, n, out, 0)
-                        continue
-                    err = -n
-                else:
-                    try:
-                        # MSG_TRUNC: the datagram's real length, to tell a truncated one.
-                        length, (sender, _groups) = sock.recvfrom_into(self._buf, 0, dontwait | _MSG_TRUNC)
-                    except OSError as e:
-                        err = e.errno or errno.EIO
-                    else:
-                        received += 1
-                        stream.receive(sender, length > _RECV_SIZE, self._view[: min(length, _RECV_SIZE)], out)
-                        continue
+                n = receiver.receive(stream, out)
+                if n > 0:
+                    received += n
+                    continue
+                err = -n
                 if err in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    stream.drained(out, self._drops() if stream.overflowing else None)
+                    stream.drained(out, _receive.drops(self._inode) if stream.overflowing else None)
                     break
                 if err == errno.ENOBUFS:
-                    stream.enobufs(out, self._drops() if stream.overflowing else None)
-                elif err in (errno.ENOSYS, errno.EPERM) and batch is not None:
-                    # recvmmsg() refused: a seccomp filter answers ENOSYS or EPERM.
-                    self._single()
-                    batch = None
+                    stream.enobufs(out, _receive.drops(self._inode) if stream.overflowing else None)
+                elif (other := receiver.fallback(err)) is not None:
+                    self._receiver = receiver = other
                 elif err != errno.EINTR:
                     raise OSError(err, os.strerror(err))
         finally:
-            self._leave()
-
-    def _take_batch(self, batch: Batch, n: int, out: MutableSequence[Item], first: int) -> None:
-        """Datagrams ``first`` to ``n`` of those ``batch`` holds, into the
-        stream. An exception (KeyboardInterrupt) leaves the rest of the batch,
-        marked full, for the next read."""
-        size = batch.size
-        if batch.uniform(n) == 0:  # whole kernel events, as the kernel sends them
-            self._stream.receive_kernel(batch.view, range(first * size, n * size, size), out)
-        else:
-            frames = batch.frames(n)
-            self._stream.receive_frames(batch.view, itertools.islice(frames, first, None) if first else frames, out)
-        batch.clear(n)
-
-    def _single(self) -> None:
-        """Receive one datagram per recvfrom() from now on."""
-        self._batch = None
-        self._buf = bytearray(_RECV_SIZE)
-        self._view = memoryview(self._buf)
+            gate.leave()
 
     def _count_drops(self) -> None:
-        drops = self._drops()
+        drops = _receive.drops(self._inode)
         if drops is not None:
             self._stream.kernel_drops(drops)
-
-    def _drops(self) -> int | None:
-        """This socket's ``sk_drops``: the Drops column of /proc/net/netlink."""
-        try:
-            with open("/proc/net/netlink") as f:
-                header = f.readline().split()
-                drops_at, inode_at = header.index("Drops"), header.index("Inode")
-                for line in f:
-                    cols = line.split()
-                    if len(cols) > inode_at and int(cols[inode_at]) == self._inode:
-                        return int(cols[drops_at])
-        except (OSError, ValueError):
-            pass
-        return None
 
 
 __all__ = ["DEFAULT_RCVBUF", "DEFAULT_LINGER", "Listener", "ListenerStats", "Loss", "Item"]

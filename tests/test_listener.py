@@ -25,8 +25,8 @@ from typing import Any, NoReturn
 import pytest
 from conftest import hang_guard
 
+from kstructs import _receive
 from kstructs import _subscription as subscription_module
-from kstructs import listener as listener_module
 from kstructs.cn_proc import EventKind
 from kstructs.connector import cn_msg
 from kstructs.events import (
@@ -136,14 +136,14 @@ def receive_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     and one recvfrom() per datagram (a libc without recvmmsg)."""
     path: str = request.param
     if path == "recvfrom":
-        monkeypatch.setattr(listener_module, "_new_batch", lambda: None)
+        monkeypatch.setattr(_receive, "new_batch", lambda: None)
     return path
 
 
 @pytest.fixture
 def listener(receive_path: str) -> Iterator[Listener]:
     with Listener() as lst:
-        assert (lst._batch is not None) == (receive_path == "recvmmsg")
+        assert isinstance(lst._receiver, _receive.Batched) == (receive_path == "recvmmsg")
         yield lst
 
 
