@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import datagram, installed, tree
+from conftest import datagram, installed, proc_event_align, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1154,6 +1154,7 @@ def appended(root: Path, text: bytes, header: str = "linux/connector.h") -> Path
 
 
 @pytest.mark.cc
+@proc_event_align  # its mismatches would include proc_event's alignment
 def test_header_diff_a_header_that_prints_at_startup(tmp_path: Path) -> None:
     # Nothing runs: a constructor that prints cannot pass for probe values.
     noise = b'#include <stdio.h>\n__attribute__((constructor)) static void cn_noise(void) { puts("1 0\\n2 1"); }'
@@ -1162,6 +1163,7 @@ def test_header_diff_a_header_that_prints_at_startup(tmp_path: Path) -> None:
 
 
 @pytest.mark.cc
+@proc_event_align  # its mismatches would include proc_event's alignment
 def test_header_diff_a_compiler_that_writes_junk(tmp_path: Path) -> None:
     cc = script(
         tmp_path / "junkcc",
@@ -1191,6 +1193,7 @@ def test_header_diff_non_utf8_define_error_and_compiler_output(tmp_path: Path) -
 
 
 @pytest.mark.cc
+@proc_event_align  # its mismatches would include proc_event's alignment
 def test_header_diff_non_utf8_directory_name(tmp_path: Path) -> None:
     root = Path(os.fsdecode(bytes(tmp_path) + b"/odd\xff"))
     include = tree(root, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>0x3")
@@ -1217,6 +1220,7 @@ def test_header_diff_symlink_loop_as_include_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.cc
+@proc_event_align  # its mismatches would include proc_event's alignment
 def test_header_diff_version_code_with_a_unicode_digit(tmp_path: Path) -> None:
     (tmp_path / "linux").mkdir()
     (tmp_path / "linux/version.h").write_bytes("#define LINUX_VERSION_CODE \u00b2\n".encode())
@@ -1294,6 +1298,7 @@ def test_header_diff_50_mb_header(tmp_path: Path) -> None:
 
 
 @pytest.mark.cc
+@proc_event_align  # its mismatches would include proc_event's alignment
 def test_header_diff_division_by_zero_fails_one_item(tmp_path: Path) -> None:
     include = tree(tmp_path, "linux/connector.h", r"#define CN_IDX_PROC(\s+)0x1", r"#define CN_IDX_PROC\g<1>(1/0)")
     baseline = ran(header_diff("--json"))
