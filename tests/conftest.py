@@ -52,6 +52,19 @@ PROC_EVENT_ALIGN_REASON = (
 proc_event_align = pytest.mark.xfail(PROC_EVENT_UNDERALIGNED, reason=PROC_EVENT_ALIGN_REASON, strict=True)
 
 
+#: Hang guards (the timeouts that turn a wait that never ends into a failure) are
+#: multiplied by this on a slow machine, an emulated CPU (tools/matrix sets it in its VM).
+#: They bound waits only: no test asserts a speed.
+TIMEOUT_SCALE = float(os.environ.get("KSTRUCTS_TEST_TIMEOUT_SCALE") or 1)
+if not 1 <= TIMEOUT_SCALE < 1000:
+    raise ValueError(f"KSTRUCTS_TEST_TIMEOUT_SCALE must be from 1 to 1000: {TIMEOUT_SCALE!r}")
+
+
+def hang_guard(seconds: float) -> float:
+    """A hang guard of ``seconds`` on this machine (times ``TIMEOUT_SCALE``)."""
+    return seconds * TIMEOUT_SCALE
+
+
 def compiler() -> str:
     """The C compiler to use, or skip (fail under CI) when there is none."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyte
 import pytest
+from conftest import hang_guard
 from test_proctable import FakeProc, fake_proc
 
 from kstructs._escape import ENCODE_ERRORS, terminal
@@ -278,7 +279,7 @@ class Watch:
             pass
         self._queue.put(None)
 
-    def until(self, done: Callable[[list[str]], bool], timeout: float = 15.0) -> list[str]:
+    def until(self, done: Callable[[list[str]], bool], timeout: float = hang_guard(15.0)) -> list[str]:
         """Start short-lived children (the kernel needs events to send)
         until ``done(lines)``; their pids are in ``self.children``."""
         self.children: list[int] = []
@@ -303,7 +304,7 @@ class Watch:
                 return
             self.lines.append(line.rstrip("\n"))
 
-    def finish(self, timeout: float = 15.0) -> tuple[int, str]:
+    def finish(self, timeout: float = hang_guard(15.0)) -> tuple[int, str]:
         """Wait for the exit: (status, stderr)."""
         assert self.proc.stderr is not None
         status = self.proc.wait(timeout)
@@ -447,10 +448,10 @@ def test_count(cleanup: list[Watch]) -> None:
 def test_duration() -> None:
     start = time.monotonic()
     done = subprocess.run(
-        command("watch", "--duration", "0.3"), capture_output=True, text=True, timeout=30, check=False
+        command("watch", "--duration", "0.3"), capture_output=True, text=True, timeout=hang_guard(30), check=False
     )
     assert done.returncode == 0
-    assert 0.3 <= time.monotonic() - start < 15
+    assert 0.3 <= time.monotonic() - start < hang_guard(15)
     one_summary_line(done.stderr)
 
 
@@ -471,7 +472,7 @@ def test_piped_into_head() -> None:
     try:
         first = proc.stdout.readline()
         proc.stdout.close()
-        status = proc.wait(15)  # the next write meets a closed pipe
+        status = proc.wait(hang_guard(15))  # the next write meets a closed pipe
     finally:
         stop.set()
         maker.join()
@@ -486,11 +487,11 @@ def test_piped_into_head() -> None:
 def test_through_a_shell_pipe() -> None:
     shell = f"set -o pipefail; {' '.join(command('watch', '--format', 'json'))} | head -n1"
     proc = subprocess.Popen(["bash", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + hang_guard(15)
     while proc.poll() is None and time.monotonic() < deadline:
         subprocess.run(["true"], check=True)
         time.sleep(0.05)
-    out, err = proc.communicate(timeout=5)
+    out, err = proc.communicate(timeout=hang_guard(5))
     assert proc.returncode == 0
     assert len(out.splitlines()) == 1 and json.loads(out)["event"]
     one_summary_line(err)
@@ -509,9 +510,9 @@ def test_unprivileged_user() -> None:
     def as_nobody(argv: list[str]) -> subprocess.CompletedProcess[str]:
         if setpriv := shutil.which("setpriv"):
             argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-            return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/", check=False)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=hang_guard(30), cwd="/", check=False)
         return subprocess.run(
-            argv, capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/", check=False
+            argv, capture_output=True, text=True, timeout=hang_guard(30), preexec_fn=_as_nobody, cwd="/", check=False
         )
 
     # nobody must run this very interpreter and library: one it cannot read, or
@@ -545,7 +546,9 @@ def test_no_privilege_is_one_line() -> None:
         "from kstructs.__main__ import main\n"
         "sys.exit(main(['watch']))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=hang_guard(30), check=False
+    )
     assert done.returncode == 1
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
@@ -560,7 +563,7 @@ def _new_netns() -> None:  # pragma: no cover - runs in the child
 @root
 def test_foreign_network_namespace() -> None:
     done = subprocess.run(
-        command("watch"), capture_output=True, text=True, timeout=30, preexec_fn=_new_netns, check=False
+        command("watch"), capture_output=True, text=True, timeout=hang_guard(30), preexec_fn=_new_netns, check=False
     )
     assert done.returncode == 1 and done.stdout == ""
     (line,) = done.stderr.splitlines()
@@ -598,7 +601,7 @@ def test_console_script() -> None:
     if script is None:
         pytest.skip("the kstructs console script is not installed next to this Python")
     done = subprocess.run(
-        [script, "watch", "--duration", "0.2"], capture_output=True, text=True, timeout=30, check=False
+        [script, "watch", "--duration", "0.2"], capture_output=True, text=True, timeout=hang_guard(30), check=False
     )
     assert done.returncode == 0
     one_summary_line(done.stderr)
@@ -720,7 +723,7 @@ def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
     out = b""
     try:
         expected = {rf" {child.pid} comm +{re.escape(shown)}$" for _, shown in HOSTILE}
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + hang_guard(20)
         while True:
             text = out.decode("utf-8", "replace").replace("\r\n", "\n")
             lines = text.split("\n")
@@ -733,9 +736,9 @@ def test_watch_on_a_pty_with_a_child_that_renames_itself() -> None:
     finally:
         assert child.stdin is not None
         child.stdin.close()
-        child.wait(10)
+        child.wait(hang_guard(10))
         watch.send_signal(signal.SIGINT)
-        watch.wait(15)
+        watch.wait(hang_guard(15))
     while select.select([master], [], [], 0.2)[0]:
         try:
             chunk = os.read(master, 65536)
@@ -770,7 +773,7 @@ def test_watch_json_of_a_child_with_a_name_that_is_not_utf8(cleanup: list[Watch]
     finally:
         assert child.stdin is not None
         child.stdin.close()
-        child.wait(10)
+        child.wait(hang_guard(10))
     w.proc.send_signal(signal.SIGINT)
     status, _ = w.finish()
     assert status == 0
@@ -796,7 +799,7 @@ def test_watch_json_read_by_jq(cleanup: list[Watch]) -> None:
     finally:
         assert child.stdin is not None
         child.stdin.close()
-        child.wait(10)
+        child.wait(hang_guard(10))
     w.proc.send_signal(signal.SIGINT)
     w.finish()
     assert JQ is not None
@@ -879,20 +882,24 @@ def test_text_options() -> None:
     assert TextFormat()(EXIT, _task(kthread=True, comm="kworker/0:1")).endswith(" [kworker/0:1]")
 
 
-def _run(*args: str, child: list[str], timeout: float = 30, **popen: Any) -> tuple[int, str, str, int]:
+def _run(*args: str, child: list[str], timeout: float = hang_guard(30), **popen: Any) -> tuple[int, str, str, int]:
     """Run watch, then ``child`` once it has subscribed, stop watch once the
     child's exit is printed (or after its 20 s), return (status, out, err, child pid)."""
     proc = subprocess.Popen(
-        command("watch", "--duration", "20", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+        command("watch", "--duration", f"{hang_guard(20):g}", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
     )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + hang_guard(10)
     while not _port_or_none(proc.pid):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
-    time.sleep(0.3)  # the LISTEN and the seed
+    time.sleep(hang_guard(0.3))  # the LISTEN and the seed
     kid = subprocess.Popen(child)
     kid.wait(timeout)
-    time.sleep(0.5)
+    time.sleep(hang_guard(0.5))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err, kid.pid
@@ -916,19 +923,19 @@ def test_pid_filter_follows_descendants() -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + hang_guard(10)
         while not _port_or_none(proc.pid):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.02)
-        time.sleep(0.3)
+        time.sleep(hang_guard(0.3))
         subprocess.run(["true"], check=True)  # not a descendant
         assert parent.stdin is not None
         parent.stdin.write("go\n")
         parent.stdin.close()
-        parent.wait(10)
-        time.sleep(0.5)
+        parent.wait(hang_guard(10))
+        time.sleep(hang_guard(0.5))
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=hang_guard(30))
     finally:
         if parent.poll() is None:
             parent.kill()

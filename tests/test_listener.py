@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
+from conftest import hang_guard
 
 from kstructs import listener as listener_module
 from kstructs.cn_proc import EventKind
@@ -40,6 +41,7 @@ from kstructs.events import (
     UidEvent,
     encode_event,
     encode_listen,
+    encode_mcast,
 )
 from kstructs.listener import Item, Listener, Loss, NamespaceError, NoAckError, NoConnectorError, PrivilegeError
 from kstructs.netlink import NETLINK_CONNECTOR, NLMSG_HDRLEN, nlmsghdr
@@ -68,7 +70,7 @@ def pid_of(item: Item) -> int | None:
     return None
 
 
-def collect(listener: Listener, done: Callable[[list[Item]], bool], timeout: float = 10.0) -> list[Item]:
+def collect(listener: Listener, done: Callable[[list[Item]], bool], timeout: float = hang_guard(10.0)) -> list[Item]:
     """Read until ``done(items)``; fail after ``timeout`` seconds."""
     items: list[Item] = []
     poller = select.poll()
@@ -104,7 +106,7 @@ def in_child(body: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-TEST_TIMEOUT = 60.0  # seconds any one test may take
+TEST_TIMEOUT = hang_guard(60.0)  # seconds any one test may take
 
 
 class Overtime(BaseException):
@@ -340,6 +342,30 @@ def test_user_space_filter_on_a_kernel_without_proc_input(monkeypatch: pytest.Mo
         proc.wait()
         assert items and all(isinstance(e, ExecEvent) for e in items), {type(e) for e in items}
         assert lst.stats.filtered >= 1  # the fork of this test's child, queued before its exec
+
+
+@root
+def test_a_forged_error_reply_to_an_unanswered_probe_does_not_stop_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before 6.6 the kernel does not answer the proc_input probe, so an error
+    # forged under its nonce (and under the retry's) is the only reply: open()
+    # must not believe it, but subscribe without a filter.
+    forger = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    forger.bind((0, 0))
+
+    def forged_first(events: int | None = None, **kwargs: int) -> bytes:
+        forger.sendto(encode_mcast(0x7F, seq=1, ack=kwargs["ack"]), (0, 0))  # the kernel answers EINVAL
+        return _unread_proc_input(events, **kwargs)
+
+    monkeypatch.setattr(listener_module, "encode_listen", forged_first)
+    try:
+        with Listener(EventKind.EXEC) as lst:
+            assert not lst.stats.kernel_filter
+            proc = subprocess.Popen(["/bin/true"])
+            items = collect(lst, lambda items: any(pid_of(e) == proc.pid for e in items))
+            proc.wait()
+            assert all(isinstance(e, ExecEvent) for e in items), {type(e) for e in items}
+    finally:
+        forger.close()
 
 
 # --- Subscription: replies and IGNORE ----------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import datagram, installed, proc_event_align, tree
+from conftest import datagram, hang_guard, installed, proc_event_align, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -226,7 +226,7 @@ def storm_events(items: list[Item], parent: int, children: set[int]) -> tuple[in
     return forks, exits
 
 
-def probe_arrives(listener: Listener, timeout: float = 5.0) -> bool:
+def probe_arrives(listener: Listener, timeout: float = hang_guard(5.0)) -> bool:
     """Whether the fork of a fresh child reaches the listener."""
     child = subprocess.Popen(["/bin/true"])
     child.wait()
@@ -352,7 +352,7 @@ def test_overflow_is_counted_and_the_listener_keeps_running(kinds: EventKind | N
         def reported() -> int:
             return sum(e.count for e in got if isinstance(e, Loss) and e.reason == "enobufs")
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + hang_guard(10)
         while reported() < drops_after_storm and time.monotonic() < deadline:
             got += drain(listener, limit=0.2)
         got += drain(listener, limit=0.5)
@@ -409,7 +409,7 @@ class Watch:
     def requests(self) -> list[McastRequest]:
         return [parse_request(bytes.fromhex(line)) for line in self.sendlog.read_text().split()]
 
-    def wait_listening(self, timeout: float = 10.0) -> None:
+    def wait_listening(self, timeout: float = hang_guard(10.0)) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(r.op == cn_proc.PROC_CN_MCAST_LISTEN for r in self.requests()):
@@ -438,8 +438,8 @@ def test_watch_ends_cleanly_on_a_signal_during_a_storm(tmp_path: Path, sig: sign
     forker = storm_in_background(2000)
     time.sleep(0.1)  # mid-storm
     watch.proc.send_signal(sig)
-    out, _ = watch.proc.communicate(timeout=20)
-    forker.wait(timeout=60)
+    out, _ = watch.proc.communicate(timeout=hang_guard(20))
+    forker.wait(timeout=hang_guard(60))
     err = watch.stderr()
     assert watch.proc.returncode == 0, err
     assert "Traceback" not in err
@@ -466,11 +466,11 @@ def test_watch_ends_cleanly_when_stdout_closes(tmp_path: Path) -> None:
     forker = storm_in_background(2000)
     watch.proc.stdout.readline()
     watch.proc.stdout.close()
-    forker.wait(timeout=60)
+    forker.wait(timeout=hang_guard(60))
     more = storm_in_background(200)  # in case the storm fitted in the pipe
-    more.wait(timeout=60)
+    more.wait(timeout=hang_guard(60))
     try:
-        status = watch.proc.wait(timeout=20)
+        status = watch.proc.wait(timeout=hang_guard(20))
     except subprocess.TimeoutExpired:
         watch.proc.kill()
         raise AssertionError(f"watch kept running after its stdout closed: {watch.stderr()}") from None
@@ -792,10 +792,10 @@ def test_watch_survives_a_burst_of_signals(tmp_path: Path) -> None:
                     os.kill(watch.proc.pid, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)[sent % 3])
                 sent += 1
                 time.sleep(0.001)
-            watch.proc.communicate(timeout=20)
+            watch.proc.communicate(timeout=hang_guard(20))
         finally:
             if forker is not None:
-                forker.wait(timeout=60)
+                forker.wait(timeout=hang_guard(60))
         assert watch.proc.returncode == 0, (run, sent, watch.stderr())
         assert "Traceback" not in watch.stderr()
 
@@ -809,7 +809,7 @@ def test_watch_accounts_for_a_backlog_behind_a_slow_pipe(tmp_path: Path) -> None
     watch.wait_listening()
     parent, children = storm(3000)
     watch.proc.send_signal(signal.SIGINT)
-    out, _ = watch.proc.communicate(timeout=30)
+    out, _ = watch.proc.communicate(timeout=hang_guard(30))
     err = watch.stderr()
     assert watch.proc.returncode == 0, err
     objs = [json.loads(line) for line in out.decode().splitlines()]
@@ -831,7 +831,7 @@ def test_watch_accounts_for_a_backlog_behind_a_slow_pipe(tmp_path: Path) -> None
 # drops nobody read, and close() from another thread. Each test below failed
 # against the listener before its fix.
 
-LISTENER_TIMEOUT = 60.0  # seconds one of these tests may take: SIGALRM ends it
+LISTENER_TIMEOUT = hang_guard(60.0)  # seconds one of these tests may take: SIGALRM ends it
 
 
 @contextlib.contextmanager
@@ -1368,7 +1368,7 @@ def test_watch_reports_kernel_drops_behind_a_slow_pipe_at_exit(tmp_path: Path) -
     watch.wait_listening()
     parent, children = storm(12000)
     watch.proc.send_signal(signal.SIGINT)
-    out, _ = watch.proc.communicate(timeout=60)
+    out, _ = watch.proc.communicate(timeout=hang_guard(60))
     err = watch.stderr()
     assert watch.proc.returncode == 0, err
     objs = [json.loads(line) for line in out.decode().splitlines()]
