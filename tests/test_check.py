@@ -83,9 +83,11 @@ def test_a_right_module_conforms() -> None:
     status, doc, err = check(RIGHT, *INCLUDE)
     assert (status, err) == (0, "")
     assert mismatches(doc) == set()
+    # net_order is a BigEndianStructure: its byte order is not compared where it is not the host's.
+    foreign_order = {("not-compared", "struct net_order")} if sys.byteorder == "little" else set()
     assert others(doc) == {
         ("not-compared", "struct opaque_thing"),
-        ("not-compared", "struct net_order"),
+        *foreign_order,
         ("prefix", "struct versioned"),
         ("width", "CASES_IOCTL"),
     }
@@ -329,7 +331,7 @@ def test_a_foreign_data_model_compares_values_only(tmp_path: Path) -> None:
     assert got["compared"] == {"layouts": False, "bitfields": False, "values": True}
     assert mismatches(got) == {("value", "COLOUR_BLUE", 8, 4), ("value", "CASES_IOCTL", -1070827519, 0xC02C7801)}
     (note,) = [f["note"] for f in got["findings"] if f["item"] == "layouts"]
-    assert "the binding's interpreter has 4-byte pointers, 4-byte long" in note
+    assert f"the binding's interpreter has {size}-byte pointers, {size}-byte long" in note
 
 
 def test_another_byte_order_compares_all_but_bitfields(tmp_path: Path) -> None:
