@@ -741,30 +741,36 @@ def test_struct_formats_rebuilt_from_the_layouts() -> None:
 
 
 def test_the_fast_table_rebuilt_from_the_layouts() -> None:
-    # Two 32-bit fields read as one native 64-bit word: nlmsg_len 76 and NLMSG_DONE (3),
-    # CN_IDX_PROC and CN_VAL_PROC, cn_msg.len 40 and what (the first in the low half on
-    # little-endian, in the high half on big-endian).
-    def pair(first: int, second: int) -> int:
-        return int.from_bytes(struct.pack("=II", first, second), sys.byteorder)
+    # Eight bytes read as one native 64-bit word: nlmsg_len 76, nlmsg_type NLMSG_DONE and
+    # nlmsg_flags 0; CN_IDX_PROC and CN_VAL_PROC; cn_msg.len 40, cn_msg.flags 0 and what.
+    def word(fmt: str, *fields: int) -> int:
+        return int.from_bytes(struct.pack(fmt, *fields), sys.byteorder)
 
-    head, ident, kinds, comm = events._fast_table()
-    assert (head, ident, comm) == (pair(76, 3), pair(1, 1), pair(40, 0x200))
+    head, ident = word("=IHH", 76, 3, 0), word("=II", 1, 1)
+
+    def kind(what: int) -> int:
+        return word("=HHI", 40, 0, what)
+
+    got_head, got_ident, kinds, comm = events._fast_table()
+    assert (got_head, got_ident, comm) == (head, ident, kind(0x200))
     want: dict[int, type[ProcessEvent]] = {
-        pair(40, 0x1): ForkEvent,
-        pair(40, 0x2): ExecEvent,
-        pair(40, 0x4): UidEvent,
-        pair(40, 0x40): GidEvent,
-        pair(40, 0x80): SidEvent,
-        pair(40, 0x100): PtraceEvent,
-        pair(40, 0x4000_0000): CoredumpEvent,
-        pair(40, 0x8000_0000): ExitEvent,
+        kind(0x1): ForkEvent,
+        kind(0x2): ExecEvent,
+        kind(0x4): UidEvent,
+        kind(0x40): GidEvent,
+        kind(0x80): SidEvent,
+        kind(0x100): PtraceEvent,
+        kind(0x4000_0000): CoredumpEvent,
+        kind(0x8000_0000): ExitEvent,
     }
     if sys.byteorder == "little":
-        assert pair(76, 3) == 0x3_0000_004C and pair(40, 0x8000_0000) == 0x8000_0000_0000_0028
+        assert (head, ident, kind(0x8000_0000)) == (0x3_0000_004C, 0x1_0000_0001, 0x8000_0000_0000_0028)
+    else:
+        assert (head, ident, kind(0x8000_0000)) == (0x4C_0003_0000, 0x1_0000_0001, 0x28_0000_8000_0000)
     assert {key: cls for key, (_, cls) in kinds.items()} == want
     guard, expected, readers = events._kernel_event()
-    assert expected == (pair(76, 3), pair(1, 1), 40)
-    assert guard(KERNEL_FORK) == (pair(76, 3), pair(1, 1), 40, 1)
+    assert expected == (head, ident, 40)
+    assert guard(KERNEL_FORK) == (head, ident, 40, 1)
     assert set(readers) == {0x1, 0x2, 0x4, 0x40, 0x80, 0x100, 0x40000000, 0x80000000}
 
 

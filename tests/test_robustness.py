@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import datagram, hang_guard, installed, proc_event_align, tree
+from conftest import datagram, hang_guard, installed, native_order, proc_event_align, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1386,13 +1386,14 @@ def test_watch_reports_kernel_drops_behind_a_slow_pipe_at_exit(tmp_path: Path) -
 
 # --- Parser ---
 #
-# Any buffer parses as its bytes do. Truth: a fork the kernel (Linux 6.18)
-# sent, captured from a socket, and its fields read off by hand.
+# Any buffer parses as its bytes do. Truth: a fork the kernel (Linux 6.18, x86_64)
+# sent, captured from a socket, and its fields read off by hand; in the host's byte
+# order, each field as a big-endian kernel sends it.
 
-_FORK = bytes.fromhex(
-    "4c000000 0300 0000 70000000 00000000"  # nlmsghdr: 76 bytes, NLMSG_DONE, seq 0x70
-    "01000000 01000000 70000000 00000000 2800 0000"  # cn_msg: 1:1, seq 0x70, ack 0, len 40
-    "01000000 01000000 da1a5e0e6b000000"  # proc_event: PROC_EVENT_FORK, cpu 1, timestamp_ns
+_FORK = native_order(
+    "4c000000 0300 0000 70000000 00000000 "  # nlmsghdr: 76 bytes, NLMSG_DONE, seq 0x70
+    "01000000 01000000 70000000 00000000 2800 0000 "  # cn_msg: 1:1, seq 0x70, ack 0, len 40
+    "01000000 01000000 da1a5e0e6b000000 "  # proc_event: PROC_EVENT_FORK, cpu 1, timestamp_ns
     "d8060000 d8060000 d9060000 d9060000 0000000000000000"  # fork: 1752, 1752 -> 1753, 1753
 )
 _FORK_EVENT = ForkEvent(0x70, 1, 0x6B0E5E1ADA, 1752, 1752, 1753, 1753)

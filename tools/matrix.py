@@ -235,6 +235,7 @@ def run_logged(
 #: The commands running now: a signal that ends the run ends them first.
 _CHILDREN: set[subprocess.Popen[bytes]] = set()
 _CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def last_line(log: Path) -> str:
@@ -830,9 +831,11 @@ class Cell:
     @property
     def weight(self) -> int:
         """How long it runs, roughly: the longest start first, so that they end together."""
+        if any(root.qemu for root in self.roots):
+            return 3  # Python under qemu-user: 5 to 20 times slower than native
         if self.row.cell.startswith("kernel:"):
-            return 3  # a whole boot and the root suite, under TCG where KVM is not usable
-        return 2 if any(root.qemu for root in self.roots) else 1
+            return 2  # a boot and the root suite, under TCG where KVM is not usable
+        return 1
 
 
 def cells(run: Run, *, lean: bool = False) -> list[Cell]:
@@ -888,7 +891,8 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    # The cells' threads wait for their commands: end those, then the run (its undo list).
+    # The cells' threads wait for their commands: end those, start no other, then end the run.
+    _STOPPING.set()
     with _CHILDREN_LOCK:
         for proc in _CHILDREN:
             proc.terminate()
@@ -922,12 +926,24 @@ def _quietly(step: Callable[[Root, Run], object] | Callable[[Run], object], *arg
         step(*args)  # type: ignore[arg-type]
 
 
+def summary(chosen: Sequence[Cell], started: float) -> None:
+    rows = [c.row for c in chosen]
+    print()
+    print(table(rows))
+    wall = time.monotonic() - started
+    passed = sum(r.passed for r in rows)
+    failed = sum(r.failed for r in rows)
+    skipped = sum(r.skipped for r in rows)
+    print(f"\nmatrix: {len(rows)} cells in {wall:.0f} s wall; logs in {LOGS}")
+    print(f"matrix: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
+
+
 def next_ready(pending: list[Cell], run: Run) -> Cell | None:
     """The longest of the cells whose roots are set up (or failed), taken from ``pending``;
     None when none is left. On a fresh machine the quick roots are ready first: their cells run
     while the slow ones (a VM, a root under emulation) are still being made."""
     with run.ready:
-        while pending:
+        while pending and not _STOPPING.is_set():
             for cell in pending:
                 if all(root.name in run.root_done for root in cell.roots):
                     pending.remove(cell)
@@ -1004,21 +1020,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             while (cell := next_ready(pending, run)) is not None:
                 go(cell)
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for done in [pool.submit(worker) for _ in range(max(1, args.jobs))]:
-                done.result()
-        rows = [c.row for c in chosen]
-        print()
-        print(table(rows))
-        wall = time.monotonic() - started
-        passed = sum(r.passed for r in rows)
-        failed = sum(r.failed for r in rows)
-        skipped = sum(r.skipped for r in rows)
-        print(f"\nmatrix: {len(rows)} cells in {wall:.0f} s wall; logs in {LOGS}")
-        print(f"matrix: {passed} passed, {failed} failed, {skipped} skipped")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+                for done in [pool.submit(worker) for _ in range(max(1, args.jobs))]:
+                    done.result()
+        except SystemExit:
+            summary(chosen, started)  # ended by a signal: the table says what ran
+            raise
+        summary(chosen, started)
         if errors:
             return 2
-        return 0 if all(r.ok for r in rows) else 1
+        return 0 if all(c.row.ok for c in chosen) else 1
     except (SetupError, OSError, subprocess.SubprocessError) as e:
         said = str(e) if isinstance(e, SetupError) else f"{type(e).__name__}: {e}"
         print(f"matrix: {said}", file=sys.stderr)
