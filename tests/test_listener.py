@@ -568,6 +568,31 @@ def test_no_reply_in_a_user_namespace() -> None:
     assert code == 0
 
 
+@root
+def test_subscribing_without_privilege_after_binding_as_root() -> None:
+    # Bound as root, then CAP_NET_ADMIN dropped before the LISTEN: before 6.6
+    # cn_proc refuses the request itself (its reply says EPERM); 6.6 lets anyone subscribe.
+    def body() -> int:
+        subscribe = Listener._subscribe
+
+        def as_nobody(self: Listener) -> None:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            subscribe(self)
+
+        Listener._subscribe = as_nobody  # type: ignore[method-assign]
+        try:
+            with Listener() as lst:
+                return 0 if kernel() >= (6, 6) and lst.port_id != 0 else 1
+        except PrivilegeError as e:
+            return 0 if kernel() < (6, 6) and e.errno == errno.EPERM and "CAP_NET_ADMIN" in str(e) else 1
+
+    # Before 6.6 the kernel replies to nobody while it counts no listener (cn_proc_ack()).
+    with Listener():
+        assert in_child(body) == 0
+
+
 @root  # a real NETLINK_CONNECTOR socket (qemu-user has none)
 def test_no_privilege_names_cap_net_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     class Refusing(socket.socket):

@@ -742,7 +742,7 @@ def kernel_cell(row: Row, run: Run, *, lean: bool = False) -> None:
         "qemu-system-x86_64",
         *(["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]),
         "-m",
-        "1536",
+        "2048",  # the kernel allows a thread per 128 KiB of RAM: a storm test forks 12000 at once
         "-smp",
         "2",
     ]
