@@ -238,6 +238,12 @@ def tree(root: Path, header: str, pattern: str, replacement: str) -> Path:
     return root
 
 
+def native_order(fields: str) -> bytes:
+    """Little-endian hex, one space-separated group per field, in the host's byte order:
+    a big-endian kernel sends each field byte-reversed."""
+    return b"".join(f if sys.byteorder == "little" else f[::-1] for f in map(bytes.fromhex, fields.split()))
+
+
 def datagram(
     what: int,
     member: str | None = None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import compiler
+from conftest import compiler, header_version, proc_event_align
 
 import kstructs
 
@@ -62,12 +62,20 @@ def needs_cc(command: str) -> bool:
     return "header_diff" in command or "kstructs check" in command
 
 
+def checks_the_binding(command: str) -> bool:
+    """A command whose output is the project's own check (which proc_event's alignment changes
+    where ctypes cannot express it)."""
+    return "header_diff" in command or "kstructs check kstructs." in command
+
+
 def marks(session: list[Step]) -> list[pytest.MarkDecorator]:
     found = []
     if any("kstructs watch" in s.command for s in session):
         found.append(pytest.mark.root)
     if any(needs_cc(s.command) for s in session):
         found.append(pytest.mark.cc)
+    if any(checks_the_binding(s.command) for s in session):
+        found.append(proc_event_align)
     return found
 
 
@@ -78,6 +86,14 @@ def on_this_kernel(expected: str) -> str:
     if (major, minor) < (6, 6):
         return expected.replace("filtered in the kernel", "filtered in user space")
     return expected
+
+
+def documented_headers(session: list[Step]) -> tuple[int, int] | None:
+    """The Linux version of the UAPI headers a page's checks were run against, from their output."""
+    shown = re.compile(r"against Linux (\d+)\.(\d+) headers")
+    found = {(int(a), int(b)) for s in session for a, b in shown.findall(s.expected)}
+    assert len(found) <= 1, f"a page shows checks against several header versions: {sorted(found)}"
+    return found.pop() if found else None
 
 
 # pycon: doctests; console: run here; sh: commands to type; text: a live stream or a synopsis.
@@ -107,6 +123,12 @@ def test_console(page: Path, tmp_path: Path) -> None:
     session = SESSIONS[page]
     if any(needs_cc(s.command) for s in session):
         compiler()  # skips without one (fails under CI)
+        shown, have = documented_headers(session), header_version()
+        if shown is not None and shown != have:
+            pytest.skip(
+                f"{page.name} shows checks against Linux {shown[0]}.{shown[1]} headers; "
+                f"the installed ones are Linux {have[0]}.{have[1]}"
+            )
     (tmp_path / "tools").symlink_to(ROOT / "tools")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     checker = doctest.OutputChecker()

@@ -806,32 +806,46 @@ def test_struct_formats_rebuilt_from_the_layouts() -> None:
 
 
 def test_the_fast_table_rebuilt_from_the_layouts() -> None:
-    # nlmsg_len 76 | NLMSG_DONE << 32; CN_IDX_PROC | CN_VAL_PROC << 32; cn_msg.len 40 | what << 32.
-    head, ident, kinds, comm = events._fast_table()
-    assert (head, ident, comm) == (0x3_0000_004C, 0x1_0000_0001, 0x200_0000_0028)
+    # Eight bytes read as one native 64-bit word: nlmsg_len 76, nlmsg_type NLMSG_DONE and
+    # nlmsg_flags 0; CN_IDX_PROC and CN_VAL_PROC; cn_msg.len 40, cn_msg.flags 0 and what.
+    def word(fmt: str, *fields: int) -> int:
+        return int.from_bytes(struct.pack(fmt, *fields), sys.byteorder)
+
+    head, ident = word("=IHH", 76, 3, 0), word("=II", 1, 1)
+
+    def kind(what: int) -> int:
+        return word("=HHI", 40, 0, what)
+
+    got_head, got_ident, kinds, comm = events._fast_table()
+    assert (got_head, got_ident, comm) == (head, ident, kind(0x200))
     want: dict[int, type[ProcessEvent]] = {
-        0x1_0000_0028: ForkEvent,
-        0x2_0000_0028: ExecEvent,
-        0x4_0000_0028: UidEvent,
-        0x40_0000_0028: GidEvent,
-        0x80_0000_0028: SidEvent,
-        0x100_0000_0028: PtraceEvent,
-        0x4000_0000_0000_0028: CoredumpEvent,
-        0x8000_0000_0000_0028: ExitEvent,
+        kind(0x1): ForkEvent,
+        kind(0x2): ExecEvent,
+        kind(0x4): UidEvent,
+        kind(0x40): GidEvent,
+        kind(0x80): SidEvent,
+        kind(0x100): PtraceEvent,
+        kind(0x4000_0000): CoredumpEvent,
+        kind(0x8000_0000): ExitEvent,
     }
+    if sys.byteorder == "little":
+        assert (head, ident, kind(0x8000_0000)) == (0x3_0000_004C, 0x1_0000_0001, 0x8000_0000_0000_0028)
+    else:
+        assert (head, ident, kind(0x8000_0000)) == (0x4C_0003_0000, 0x1_0000_0001, 0x28_0000_8000_0000)
     assert {key: cls for key, (_, cls) in kinds.items()} == want
     guard, expected, readers = events._kernel_event()
-    assert expected == (0x3_0000_004C, 0x1_0000_0001, 40)
-    assert guard(KERNEL_FORK) == (0x3_0000_004C, 0x1_0000_0001, 40, 1)
+    length = word("=HH", 40, 0)  # cn_msg.len and cn_msg.flags as one 32-bit word
+    assert expected == (head, ident, length)
+    assert guard(KERNEL_FORK) == (head, ident, length, 1)
     assert set(readers) == {0x1, 0x2, 0x4, 0x40, 0x80, 0x100, 0x40000000, 0x80000000}
 
 
 # --- Requests, byte for byte -------------------------------------------------
 
 # PROC_CN_MCAST_IGNORE as a bare op, seq 6, ack 5, port 7, written out by hand.
-IGNORE_6_5_7 = bytes.fromhex(
-    "28000000 0300 0000 06000000 07000000"  # nlmsghdr: 40 bytes, NLMSG_DONE, seq 6, port 7
-    "01000000 01000000 06000000 05000000 0400 0000"  # cn_msg: 1:1, seq 6, ack 5, len 4
+IGNORE_6_5_7 = native_order(
+    "28000000 0300 0000 06000000 07000000 "  # nlmsghdr: 40 bytes, NLMSG_DONE, seq 6, port 7
+    "01000000 01000000 06000000 05000000 0400 0000 "  # cn_msg: 1:1, seq 6, ack 5, len 4
     "02000000"  # PROC_CN_MCAST_IGNORE
 )
 
@@ -840,10 +854,10 @@ def test_requests_byte_for_byte() -> None:
     assert encode_ignore(seq=6, ack=5, port_id=7) == IGNORE_6_5_7
     assert encode_mcast(cn_proc.PROC_CN_MCAST_IGNORE, seq=6, ack=5, port_id=7) == IGNORE_6_5_7
     zero = encode_mcast(cn_proc.PROC_CN_MCAST_LISTEN)
-    assert zero == bytes.fromhex(
+    assert zero == native_order(
         "28000000 0300 0000 00000000 00000000 01000000 01000000 00000000 00000000 0400 0000 01000000"
     )
-    assert encode_ignore(seq=6, ack=5, port_id=7, filtered=True)[:HDR] == bytes.fromhex(
+    assert encode_ignore(seq=6, ack=5, port_id=7, filtered=True)[:HDR] == native_order(
         "2c000000 0300 0000 06000000 07000000"
     )
     assert parse_request(IGNORE_6_5_7) == McastRequest(2, None, 6, 5, 7)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compiler, header_version, proc_event_align, tree
+from conftest import c_values, compiler, header_version, proc_event_align, tree
 
 from kstructs import cn_proc
 from kstructs.conformance import DEFAULT_BTF
@@ -96,7 +96,10 @@ def test_json_document(tmp_path: Path) -> None:
     }
     assert ("size", "struct nlmsghdr.nlmsg_seq", 4, 8) in mismatches
     assert ("offset", "struct nlmsghdr.nlmsg_pid", 12, 16) in mismatches
-    assert ("size", "struct nlmsghdr", 16, 24) in mismatches
+    # The header's new layout, from the compiler: 24 bytes where __u64 is 8-aligned, 20 on i386.
+    changed = "struct changed { __u32 len; __u16 type, flags; __u64 seq; __u32 pid; }"
+    size = c_values({"size": "sizeof(struct changed)"}, prelude=f"{changed};\n")["size"]
+    assert ("size", "struct nlmsghdr", 16, size) in mismatches
     assert doc["counts"]["mismatch"] == len(mismatches)
     for f in doc["findings"]:
         assert set(f) == {"category", "severity", "source", "item", "binding", "c", "note"}

@@ -245,7 +245,7 @@ time.sleep(0.2)
 def work():
     libc.prctl(15, b"kst-worker", 0, 0, 0)
     time.sleep(0.1)
-t = threading.Thread(target=work)
+t = threading.Thread(target=work, name="kst-pyname")
 t.start()
 t.join()
 time.sleep(0.1)
@@ -267,7 +267,9 @@ def test_real_threads_are_named_by_their_process() -> None:
     ]
     assert [task.comm if task else None for task in thread_exits] == ["kst-threads"]
     renames = [ev.comm for ev, _ in seen if isinstance(ev, CommEvent) and ev.process_tgid == child.pid]
-    assert renames == ["kst-threads", "kst-worker"]
+    # CPython 3.14 names its OS threads after the Thread: the kernel reports that comm change too.
+    named = ["kst-pyname"] if sys.version_info >= (3, 14) else []
+    assert renames == ["kst-threads", *named, "kst-worker"]
 
 
 def test_real_kernel_threads_from_proc() -> None:

@@ -1,30 +1,43 @@
 #!/usr/bin/env python3
 """The support matrix: the project proven on every Linux ABI, CPython and kernel it claims.
 
-    tools/matrix [--lean] [--keep-going] [--only CELL]... [--list]
+    tools/matrix [--lean] [--only CELL]... [--list] [--jobs N] [--cache DIR]
 
 Run as root on a Debian (bookworm or newer) amd64 machine. Everything comes from
 Debian packages (and the test runner from PyPI for the pyenv interpreters); what
-is set up is kept under /var/cache/kstructs-matrix and reused by the next run.
+is set up is kept under /var/cache/kstructs-matrix (--cache DIR or
+$KSTRUCTS_MATRIX_CACHE to use another) and reused by the next run. On a fresh
+machine the Debian roots are made with debootstrap while the checks run.
 
 Cells:
   check:TRIPLE   compile-only layout check of the whole binding with TRIPLE-gcc and
                  that target's headers (``kstructs check --target``), 7 targets
   abi:i386       the root-free suite in a Debian bookworm i386 root, natively (chroot)
-  abi:s390x      the same in a bookworm s390x root (big-endian) under qemu-user
-  abi:armhf      the same in a bookworm armhf root under qemu-user
+  abi:s390x      the same in a bookworm s390x root (big-endian) under qemu-user; with
+                 --lean only the byte-order files: tests/test_netlink.py, test_connector.py,
+                 test_cn_proc.py, test_headers.py (layouts), test_events.py, test_stream.py
+                 (parser, encoders), test_elf.py, test_btf.py (ELF and BTF readers) and
+                 test_check.py (the checker)
+  abi:armhf      the root-free suite in a bookworm armhf root under qemu-user
   abi:i386-3.13  the same in a sid i386 root with python3.13, where ctypes honours _align_
   kernel:6.1     the root suite (tests marked root: the kernel's side) on Debian bookworm's
                  own kernel booted with qemu-system-x86_64 (KVM when it can run it, else TCG)
   python:X.Y.Z   the whole suite, as root, on each pyenv CPython >= 3.11 and on the
                  python3.13/python3.14 of a Debian sid root (chroot)
 
---lean runs the seven checks, abi:i386, abi:s390x, kernel:6.1 and the newest Python.
-qemu-user is registered with binfmt_misc under names of our own and unregistered at
-the end; every mount is undone. A summary table closes the run.
+Every cell runs pytest on the project's wheel (its metadata and its kstructs command),
+built once per run, with the source tree first on the path. Under qemu-user a test may
+take 30 minutes before the run stops with its stack (pytest-timeout), and one slower
+than 5 minutes has its stack printed (faulthandler_timeout).
+
+--lean (what CI runs) takes the seven checks, abi:i386, abi:s390x (the byte-order
+files), kernel:6.1 and the newest Python. binfmt_misc is mounted if it is not, and
+qemu-user registered under names of our own; both are undone at the end, as is every
+mount. A summary table closes the run.
 
 Exit status: 0 every cell passed (a check whose command is not available yet counts
-as not run), 1 at least one cell failed, 2 setup failed (one line on stderr).
+as not run), 1 at least one cell failed, 2 setup failed (one line on stderr per
+failed step: a package, a root, the wheel, binfmt_misc).
 """
 
 from __future__ import annotations
@@ -35,19 +48,23 @@ import contextlib
 import functools
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 PROJECT = Path(__file__).resolve().parent.parent
-CACHE = Path("/var/cache/kstructs-matrix")
+#: Where setup is kept between runs (--cache DIR or KSTRUCTS_MATRIX_CACHE); see use_cache.
+DEFAULT_CACHE = Path("/var/cache/kstructs-matrix")
+CACHE = DEFAULT_CACHE
 ROOTS = CACHE / "roots"
 LOGS = CACHE / "logs"
 MIRROR = "http://deb.debian.org/debian"
@@ -66,6 +83,7 @@ TARGETS = {
 }
 HOST_PACKAGES = ("debootstrap", "qemu-user-static", "qemu-system-x86", "e2fsprogs", "git", "util-linux")
 #: What the suite needs inside a Debian root: the interpreter, the runner and a C compiler.
+#: (The VM root takes exactly these; the test roots add TEST_PACKAGES.)
 ROOT_PACKAGES = (
     "python3",
     "python3-pytest",
@@ -75,8 +93,30 @@ ROOT_PACKAGES = (
     "libc6-dev",
     "linux-libc-dev",
 )
+#: The per-test time limit of pyproject.toml, in the test roots too.
+TEST_PACKAGES = ("python3-pytest-timeout",)
 #: The same from PyPI for the pyenv interpreters (the dev dependency group, less the linters).
-PIP_PACKAGES = ("pytest>=8", "hypothesis>=6.100", "pyte>=0.8")
+PIP_PACKAGES = ("pytest>=8", "hypothesis>=6.100", "pyte>=0.8", "pytest-timeout>=2.2")
+#: Under qemu-user everything runs 10 to 30 times slower: a test may take this long before the
+#: run stops with every thread's stack (pytest-timeout), and past SLOW_REPORT its stack is
+#: printed while it goes on (pytest's faulthandler_timeout).
+EMULATED_TEST_TIMEOUT = 1800
+EMULATED_SLOWDOWN = 10
+SLOW_REPORT = 300
+#: The big-endian cell of the lean run (--lean) runs these test files only: the parser, the
+#: encoders, the layouts, the ELF and BTF readers and the checker's byte-order handling, the
+#: parts whose results depend on the byte order. The full run takes the whole root-free suite.
+BIG_ENDIAN_LEAN = (
+    "tests/test_netlink.py",
+    "tests/test_connector.py",
+    "tests/test_cn_proc.py",
+    "tests/test_headers.py",
+    "tests/test_events.py",
+    "tests/test_stream.py",
+    "tests/test_elf.py",
+    "tests/test_btf.py",
+    "tests/test_check.py",
+)
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VM_TIMEOUT = 3600
 #: A pytest plugin loaded in every cell: Hypothesis without its timing checks (deadline,
@@ -113,12 +153,12 @@ class Root:
         return " ".join([self.arch, self.suite, *ROOT_PACKAGES, *self.extra])
 
 
-I386 = Root("bookworm-i386", "i386", "bookworm")
-S390X = Root("bookworm-s390x", "s390x", "bookworm", qemu="s390x")
-ARMHF = Root("bookworm-armhf", "armhf", "bookworm", qemu="arm")
+I386 = Root("bookworm-i386", "i386", "bookworm", extra=TEST_PACKAGES)
+S390X = Root("bookworm-s390x", "s390x", "bookworm", extra=TEST_PACKAGES, qemu="s390x")
+ARMHF = Root("bookworm-armhf", "armhf", "bookworm", extra=TEST_PACKAGES, qemu="arm")
 VM = Root("bookworm-amd64-vm", "amd64", "bookworm", extra=("linux-image-amd64",))
-SID = Root("sid-amd64", "amd64", "sid", extra=("python3.13", "python3.14"))
-SID_I386 = Root("sid-i386", "i386", "sid", extra=("python3.13",))
+SID = Root("sid-amd64", "amd64", "sid", extra=(*TEST_PACKAGES, "python3.13", "python3.14"))
+SID_I386 = Root("sid-i386", "i386", "sid", extra=(*TEST_PACKAGES, "python3.13"))
 
 
 @dataclass
@@ -148,6 +188,11 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     root_locks: dict[str, threading.Lock] = field(default_factory=dict)
     lean: bool = False
+    #: A root's setup, once tried in this run: seconds spent, or why it failed.
+    root_done: dict[str, float | SetupError] = field(default_factory=dict)
+    wheel_lock: threading.Lock = field(default_factory=threading.Lock)
+    wheel: Path | None = None
+    ready: threading.Condition = field(default_factory=threading.Condition)  # a root's setup ended
 
     def say(self, text: str) -> None:
         with self.lock:
@@ -170,21 +215,27 @@ def run_logged(
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(map(str, argv))}\n".encode())
         out.flush()
-        try:
-            done = subprocess.run(
-                [str(a) for a in argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-                cwd=cwd,
-                env=env,
-            )
-        except subprocess.TimeoutExpired:
-            out.write(f"\nmatrix: timed out after {timeout:.0f} s\n".encode())
-            return 124
-    return done.returncode
+        with subprocess.Popen(
+            [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env
+        ) as proc:
+            with _CHILDREN_LOCK:
+                _CHILDREN.add(proc)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                out.write(f"\nmatrix: timed out after {timeout:.0f} s\n".encode())
+                return 124
+            finally:
+                with _CHILDREN_LOCK:
+                    _CHILDREN.discard(proc)
+
+
+#: The commands running now: a signal that ends the run ends them first.
+_CHILDREN: set[subprocess.Popen[bytes]] = set()
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def last_line(log: Path) -> str:
@@ -258,13 +309,34 @@ def copy_project(dest: Path) -> None:
 # --- binfmt_misc ----------------------------------------------------------------------------------
 
 
+def mount_binfmt(run: Run) -> None:
+    """binfmt_misc mounted (a fresh machine or a container may have neither the module loaded
+    nor the file system mounted); what this run mounted is unmounted at the end."""
+    if (BINFMT / "register").exists():
+        return
+    if not BINFMT.is_dir():
+        # The module makes the mount point: load it (built in, this just fails).
+        subprocess.run(["modprobe", "binfmt_misc"], capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 or not (BINFMT / "register").exists():
+        said = (done.stderr.strip().splitlines() or ["no register file"])[-1]
+        raise SetupError(f"cannot mount binfmt_misc on {BINFMT}: {said}")
+    run.undo.append(lambda: _umount(BINFMT))
+
+
+_BINFMT_LOCK = threading.Lock()
+
+
 def register_qemu(arch: str, run: Run) -> None:
     """Register qemu-user for ``arch`` under a name of our own, to be unregistered at the end."""
-    if not (BINFMT / "register").exists():
-        done = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], check=False)
-        if done.returncode != 0:
-            raise SetupError(f"cannot mount binfmt_misc on {BINFMT}")
-        run.undo.append(lambda: _umount(BINFMT))
+    with _BINFMT_LOCK:
+        _register_qemu(arch, run)
+
+
+def _register_qemu(arch: str, run: Run) -> None:
+    mount_binfmt(run)
     name = f"kstructs-qemu-{arch}"
     if (BINFMT / name).exists():
         return
@@ -297,42 +369,74 @@ def _umount(path: Path) -> None:
 
 
 def ensure_root(root: Root, run: Run) -> float:
-    """Make ``root`` (or reuse the one a previous run made); seconds spent."""
+    """Make ``root`` (or reuse the one a previous run made); the seconds its setup took in this
+    run. Tried once per run: setup started ahead (see prepare) is waited for, and its failure is
+    every user's."""
     with run.root_locks.setdefault(root.name, threading.Lock()):
-        stamp = root.path / ".kstructs-matrix"
-        have = stamp.read_text().split() if stamp.exists() else []
-        if have == root.spec.split():
-            return 0.0
-        start = time.monotonic()
-        if root.qemu:
-            register_qemu(root.qemu, run)
-        if have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split()):
-            add_packages(root, sorted(set(root.spec.split()) - set(have)), run)
-            stamp.write_text(root.spec)
-            return time.monotonic() - start
-        if mounts_under(root.path):
-            raise SetupError(f"{root.path} has mounts left: unmount them first")
-        if root.path.exists():
-            shutil.rmtree(root.path)
-        run.say(f"debootstrap {root.suite} {root.arch} into {root.path} (a few minutes, more under emulation)")
-        debs = CACHE / "debs" / root.name
-        debs.mkdir(parents=True, exist_ok=True)
-        log = LOGS / f"setup-{root.name}.log"
-        log.unlink(missing_ok=True)
-        argv: list[str | Path] = [
-            "debootstrap",
-            "--variant=minbase",
-            f"--arch={root.arch}",
-            f"--include={','.join([*ROOT_PACKAGES, *root.extra])}",
-            f"--cache-dir={debs}",
-            root.suite,
-            root.path,
-            MIRROR,
-        ]
-        if run_logged(argv, log, timeout=5400) != 0:
-            raise SetupError(f"debootstrap {root.suite} {root.arch} failed: {last_line(log)} (see {log})")
+        done = run.root_done.get(root.name)
+        if isinstance(done, SetupError):
+            raise done
+        if done is not None:
+            return done
+        try:
+            spent: float | SetupError = _ensure_root(root, run)
+        except SetupError as e:
+            spent = e
+        except (OSError, subprocess.SubprocessError) as e:
+            spent = SetupError(f"setting up {root.name} failed: {type(e).__name__}: {e}")
+        with run.ready:
+            run.root_done[root.name] = spent
+            run.ready.notify_all()
+        if isinstance(spent, SetupError):
+            raise spent
+        return spent
+
+
+def _ensure_root(root: Root, run: Run) -> float:
+    stamp = root.path / ".kstructs-matrix"
+    have = stamp.read_text().split() if stamp.exists() else []
+    if have == root.spec.split():
+        return 0.0
+    start = time.monotonic()
+    if root.qemu:
+        register_qemu(root.qemu, run)
+    if have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split()):
+        add_packages(root, sorted(set(root.spec.split()) - set(have)), run)
         stamp.write_text(root.spec)
         return time.monotonic() - start
+    if mounts_under(root.path):
+        raise SetupError(f"{root.path} has mounts left: unmount them first")
+    if root.path.exists():
+        shutil.rmtree(root.path)
+    run.say(f"debootstrap {root.suite} {root.arch} into {root.path} (a few minutes, more under emulation)")
+    debs = CACHE / "debs" / root.name
+    debs.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"setup-{root.name}.log"
+    log.unlink(missing_ok=True)
+    # Two stages: the first downloads and unpacks (host tools); before the second (dpkg in the
+    # root, under qemu-user for a foreign one) dpkg is told not to fsync every file it writes,
+    # which is most of its time on a virtual disk. A throwaway root loses nothing by it.
+    argv: list[str | Path] = [
+        "debootstrap",
+        "--foreign",
+        "--variant=minbase",
+        f"--arch={root.arch}",
+        f"--include={','.join([*ROOT_PACKAGES, *root.extra])}",
+        f"--cache-dir={debs}",
+        root.suite,
+        root.path,
+        MIRROR,
+    ]
+    if run_logged(argv, log, timeout=5400) != 0:
+        raise SetupError(f"debootstrap {root.suite} {root.arch} failed: {last_line(log)} (see {log})")
+    unsafe = root.path / "etc" / "dpkg" / "dpkg.cfg.d" / "kstructs-matrix-unsafe-io"
+    unsafe.parent.mkdir(parents=True, exist_ok=True)
+    unsafe.write_text("force-unsafe-io\n")
+    second: list[str | Path] = ["chroot", root.path, "/debootstrap/debootstrap", "--second-stage"]
+    if run_logged(second, log, timeout=5400) != 0:
+        raise SetupError(f"debootstrap {root.suite} {root.arch} (second stage) failed: {last_line(log)} (see {log})")
+    stamp.write_text(root.spec)
+    return time.monotonic() - start
 
 
 def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
@@ -340,7 +444,10 @@ def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
     run.say(f"{root.name}: apt-get install {' '.join(packages)}")
     log = LOGS / f"setup-{root.name}.log"
     shutil.copy("/etc/resolv.conf", root.path / "etc" / "resolv.conf")
-    apt = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
+    # A mirror or a snapshot of sid may serve a Release file past its Valid-Until date: its
+    # signature is still checked, its age is not.
+    update = "apt-get -o Acquire::Check-Valid-Until=false update -qq"
+    apt = f"{update} && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
     with chroot_mounts(root):
         code = run_logged(["chroot", root.path, "/bin/sh", "-c", f"{apt} {' '.join(packages)}"], log)
     if code != 0:
@@ -372,20 +479,82 @@ def chroot_mounts(root: Root) -> Iterator[None]:
             subprocess.run(["umount", "-R", "-l", str(point)], check=False)
 
 
-def root_suite(root: Root, row: Row, run: Run, *, python: str = "python3", markers: str | None = None) -> None:
-    """The suite inside a Debian root, by chroot (the host's kernel, the root's userland)."""
+def root_suite(
+    root: Root, row: Row, run: Run, *, python: str = "python3", markers: str | None = None, paths: Sequence[str] = ()
+) -> None:
+    """The suite inside a Debian root, by chroot (the host's kernel, the root's userland), with the
+    project's wheel installed for ``python`` (its metadata and its ``kstructs`` command)."""
     row.setup += ensure_root(root, run)
+    wheel = project_wheel(run)
     if root.qemu:
         register_qemu(root.qemu, run)
-    src = root.path / "kstructs-src"
+    bindir = f"kstructs-bin-{python}"
     with run.root_locks[root.name]:
-        copy_project(src)
-        argv: list[str | Path] = ["chroot", root.path, "/usr/bin/env", "-i", f"PATH={PATH}", "HOME=/root"]
-        argv += ["LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONPATH=/kstructs-src", "/bin/sh", "-c"]
-        select = f"-m '{markers}'" if markers else ""
-        argv += [f"cd /kstructs-src && exec {python} -m pytest -q -p no:cacheprovider -p {PLUGIN} {select} tests"]
+        copy_project(root.path / "kstructs-src")
+        spread_wheel(wheel, root.path / "kstructs-site", root.path / bindir, f"/usr/bin/{python}")
+        argv: list[str | Path] = ["chroot", root.path, "/usr/bin/env", "-i", f"PATH=/{bindir}:{PATH}", "HOME=/root"]
+        argv += ["LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONPATH=/kstructs-src:/kstructs-site"]
+        if root.qemu:
+            argv += [f"KSTRUCTS_TEST_TIMEOUT_SCALE={EMULATED_SLOWDOWN}"]  # the tests' own hang guards
+        pytest = [python, "-m", "pytest", *pytest_options(emulated=root.qemu is not None)]
+        pytest += [*(["-m", markers] if markers else []), *(paths or ["tests"])]
+        argv += ["/bin/sh", "-c", f"cd /kstructs-src && exec {shlex.join(pytest)}"]
         with chroot_mounts(root):
             pytest_cell(argv, row, run)
+
+
+def pytest_options(*, emulated: bool) -> list[str]:
+    """pytest's options in every cell: no cache in the tree, the matrix's Hypothesis profile, the
+    slowest tests named; under emulation a longer per-test limit and a stack for any slow test."""
+    options = ["-q", "-p", "no:cacheprovider", "-p", PLUGIN, "--durations=15", "--color=no"]
+    if emulated:
+        options += ["-o", f"timeout={EMULATED_TEST_TIMEOUT}", "-o", f"faulthandler_timeout={SLOW_REPORT}"]
+    return options
+
+
+def project_wheel(run: Run) -> Path:
+    """The project's wheel, built once per run by the host's pip (bookworm's setuptools is older
+    than the build needs): every cell installs this one, so metadata and entry point are real."""
+    with run.wheel_lock:
+        if run.wheel is None:
+            out = CACHE / "wheel"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            log = LOGS / "setup-wheel.log"
+            log.unlink(missing_ok=True)
+            argv: list[str | Path] = [host_python(), "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, PROJECT]
+            if run_logged(argv, log, timeout=600) != 0:
+                raise SetupError(f"pip wheel of the project failed: {last_line(log)} (see {log})")
+            wheels = sorted(out.glob("kstructs-*.whl"))
+            if len(wheels) != 1:
+                raise SetupError(f"pip wheel made {len(wheels)} kstructs wheels in {out}, not one")
+            run.wheel = wheels[0]
+        return run.wheel
+
+
+def spread_wheel(wheel: Path, site: Path, bindir: Path, python: str) -> None:
+    """Install a pure-Python wheel from outside a root that has no pip (the wheel format's own
+    steps): its files into ``site``; each console script of its entry_points.txt into ``bindir``,
+    started by ``python``, which is linked there as ``python`` too."""
+    for path in (site, bindir):
+        shutil.rmtree(path, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    bindir.mkdir(parents=True)
+    (bindir / "python").symlink_to(python)
+    section = ""
+    for info in site.glob("*.dist-info/entry_points.txt"):
+        for line in info.read_text().splitlines():
+            if line.startswith("["):
+                section = line.strip("[] ")
+            elif section == "console_scripts" and "=" in line:
+                name, target = (part.strip() for part in line.split("=", 1))
+                module, func = target.split(":")
+                script = bindir / name
+                script.write_text(f"#!{python}\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
+                script.chmod(0o755)
+    for p in [site, *site.rglob("*")]:
+        p.chmod(p.stat().st_mode | (0o755 if p.is_dir() else 0o644))
 
 
 def pytest_cell(
@@ -626,13 +795,16 @@ def pyenv_cell(version: Path, row: Row, run: Run) -> None:
         if run_logged([python, "-m", "pip", "install", "-q", *PIP_PACKAGES], log) != 0:
             raise SetupError(f"pip install {' '.join(PIP_PACKAGES)} for CPython {version.name} failed (see {log})")
         (venv / ".kstructs-matrix").write_text(" ".join(PIP_PACKAGES))
+    wheel = project_wheel(run)
+    if run_logged([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", wheel], log) != 0:
+        raise SetupError(f"pip install of the project's wheel for CPython {version.name} failed (see {log})")
     row.setup = time.monotonic() - start
     env = {"PATH": f"{venv / 'bin'}:{PATH}", "HOME": "/root", "LANG": "C.UTF-8"}
     plugin = CACHE / "plugin"
     plugin.mkdir(parents=True, exist_ok=True)
     (plugin / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE)
     env |= {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": f"{PROJECT}:{plugin}"}
-    argv: list[str | Path] = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", PLUGIN, "tests"]
+    argv: list[str | Path] = [python, "-m", "pytest", *pytest_options(emulated=False), "tests"]
     pytest_cell(argv, row, run, cwd=PROJECT, env=env)
 
 
@@ -654,39 +826,55 @@ class Cell:
     row: Row
     action: Callable[[], None]
     lean: bool
+    roots: tuple[Root, ...] = ()  # the Debian roots it needs, set up ahead (see prepare)
+
+    @property
+    def weight(self) -> int:
+        """How long it runs, roughly: the longest start first, so that they end together."""
+        if any(root.qemu for root in self.roots):
+            return 3  # Python under qemu-user: 5 to 20 times slower than native
+        if self.row.cell.startswith("kernel:"):
+            return 2  # a boot and the root suite, under TCG where KVM is not usable
+        return 1
 
 
-def cells(run: Run) -> list[Cell]:
+def cells(run: Run, *, lean: bool = False) -> list[Cell]:
     out: list[Cell] = []
     available = check_available()
     for triple in TARGETS:
         row = Row(f"check:{triple}", f"{triple}-gcc, compile-only", log=LOGS / f"check-{triple}.log")
         out.append(Cell(row, functools.partial(check_cell, triple, row, run, available), True))
 
-    def abi(root: Root, cell: str, what: str, lean: bool, python: str = "python3") -> None:
+    def abi(
+        root: Root, cell: str, what: str, in_lean: bool, *, python: str = "python3", paths: Sequence[str] = ()
+    ) -> None:
         row = Row(cell, what, log=LOGS / f"{cell.replace(':', '-')}.log")
-        out.append(Cell(row, functools.partial(root_suite, root, row, run, python=python, markers="not root"), lean))
+        suite = functools.partial(root_suite, root, row, run, python=python, markers="not root and not wild")
+        out.append(Cell(row, functools.partial(suite, paths=paths), in_lean, roots=(root,)))
 
     abi(I386, "abi:i386", "bookworm i386, native chroot, root-free suite", True)
-    abi(S390X, "abi:s390x", "bookworm s390x (big-endian), qemu-user, root-free suite", True)
+    if lean:
+        what = "bookworm s390x (big-endian), qemu-user, root-free byte-order files"
+        abi(S390X, "abi:s390x", what, True, paths=BIG_ENDIAN_LEAN)
+    else:
+        abi(S390X, "abi:s390x", "bookworm s390x (big-endian), qemu-user, root-free suite", True)
     abi(ARMHF, "abi:armhf", "bookworm armhf, qemu-user, root-free suite", False)
-    abi(
-        SID_I386, "abi:i386-3.13", "sid i386, native chroot, python3.13 (_align_), root-free suite", False, "python3.13"
-    )
+    what = "sid i386, native chroot, python3.13 (_align_), root-free suite"
+    abi(SID_I386, "abi:i386-3.13", what, False, python="python3.13")
     kernel_row = Row("kernel:6.1", "bookworm linux-image-amd64, qemu-system, root suite", log=LOGS / "kernel-6.1.log")
-    out.append(Cell(kernel_row, lambda: kernel_cell(kernel_row, run, lean=run.lean), True))
+    out.append(Cell(kernel_row, lambda: kernel_cell(kernel_row, run, lean=run.lean), True, roots=(VM,)))
     for version in pyenv_versions():
         row = Row(f"python:{version.name}", "pyenv, host kernel, whole suite", log=LOGS / f"python-{version.name}.log")
         out.append(Cell(row, functools.partial(pyenv_cell, version, row, run), False))
-    for python, lean in (("python3.13", False), ("python3.14", True)):
+    for python, in_lean in (("python3.13", False), ("python3.14", True)):
         row = Row(f"python:sid-{python}", "Debian sid chroot, host kernel, whole suite", log=LOGS / f"sid-{python}.log")
 
         def sid(row: Row = row, python: str = python) -> None:
-            row.setup += ensure_root(SID, run)
+            ensure_root(SID, run)  # root_suite counts its setup
             row.cell = f"python:{sid_version(python)}"
             root_suite(SID, row, run, python=python)
 
-        out.append(Cell(row, sid, lean))
+        out.append(Cell(row, sid, in_lean, roots=(SID,)))
     return out
 
 
@@ -703,66 +891,155 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
+    # The cells' threads wait for their commands: end those, start no other, then end the run.
+    _STOPPING.set()
+    with _CHILDREN_LOCK:
+        for proc in _CHILDREN:
+            proc.terminate()
     raise SystemExit(128 + signum)
 
 
+def use_cache(path: Path) -> None:
+    """Keep setup (roots, venvs, downloads, logs) under ``path``."""
+    # Module globals on purpose: every cell's paths (the kernel cell's too) are read from them.
+    global CACHE, ROOTS, LOGS  # noqa: PLW0603
+    CACHE = path.resolve()
+    ROOTS = CACHE / "roots"
+    LOGS = CACHE / "logs"
+
+
+def prepare(chosen: Sequence[Cell], run: Run, pool: concurrent.futures.Executor) -> None:
+    """Start every root the chosen cells need, and the wheel, at once: a fresh machine spends its
+    setup downloading and unpacking, which overlaps with the checks and with each other. A cell
+    waits for its own root (ensure_root) and reports its failure."""
+    # In the order the cells start (the longest first).
+    if any(cell.roots or cell.row.cell.startswith("python:") for cell in chosen):
+        pool.submit(_quietly, project_wheel, run)
+    roots = {root.name: root for cell in sorted(chosen, key=lambda c: -c.weight) for root in cell.roots}
+    for root in roots.values():
+        pool.submit(_quietly, ensure_root, root, run)
+
+
+def _quietly(step: Callable[[Root, Run], object] | Callable[[Run], object], *args: object) -> None:
+    # The cell that needs it says why it failed.
+    with contextlib.suppress(SetupError, OSError, subprocess.SubprocessError):
+        step(*args)  # type: ignore[arg-type]
+
+
+def summary(chosen: Sequence[Cell], started: float) -> None:
+    rows = [c.row for c in chosen]
+    print()
+    print(table(rows))
+    wall = time.monotonic() - started
+    passed = sum(r.passed for r in rows)
+    failed = sum(r.failed for r in rows)
+    skipped = sum(r.skipped for r in rows)
+    print(f"\nmatrix: {len(rows)} cells in {wall:.0f} s wall; logs in {LOGS}")
+    print(f"matrix: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
+
+
+def next_ready(pending: list[Cell], run: Run) -> Cell | None:
+    """The longest of the cells whose roots are set up (or failed), taken from ``pending``;
+    None when none is left. On a fresh machine the quick roots are ready first: their cells run
+    while the slow ones (a VM, a root under emulation) are still being made."""
+    with run.ready:
+        while pending and not _STOPPING.is_set():
+            for cell in pending:
+                if all(root.name in run.root_done for root in cell.roots):
+                    pending.remove(cell)
+                    return cell
+            run.ready.wait(timeout=10)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tools/matrix", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--lean", action="store_true", help="the CI subset: 7 checks, i386, s390x, 6.1, newest Python")
+    parser = argparse.ArgumentParser(
+        prog="tools/matrix",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=__doc__.split("\n\n", 2)[2] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="the CI subset: 7 checks, abi:i386, abi:s390x (the byte-order files only), kernel:6.1, the newest Python",
+    )
     parser.add_argument("--only", action="append", default=[], metavar="CELL", help="run only this cell (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
-    parser.add_argument("--jobs", type=int, default=3, help="cells run at once (default 3)")
+    parser.add_argument("--jobs", type=int, default=2, help="suites run at once (default 2)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        default=Path(os.environ.get("KSTRUCTS_MATRIX_CACHE") or DEFAULT_CACHE),
+        help=f"keep roots, venvs, downloads and logs here (default $KSTRUCTS_MATRIX_CACHE or {DEFAULT_CACHE})",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("matrix: must run as root (debootstrap, chroot, binfmt_misc, mounts)", file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
+    use_cache(args.cache)
     run = Run(lean=args.lean)
     started = time.monotonic()
+    setup = concurrent.futures.ThreadPoolExecutor(max_workers=4)  # mostly download and unpacking
     try:
         LOGS.mkdir(parents=True, exist_ok=True)
-        apt_install([*HOST_PACKAGES, *TARGETS.values()], run)
-        chosen = [c for c in cells(run) if (c.lean or not args.lean) and (not args.only or c.row.cell in args.only)]
+        chosen = [
+            c
+            for c in cells(run, lean=args.lean)
+            if (c.lean or not args.lean) and (not args.only or c.row.cell in args.only)
+        ]
+        if args.only and (unknown := set(args.only) - {c.row.cell for c in chosen}):
+            raise SetupError(f"no such cell: {', '.join(sorted(unknown))} (tools/matrix --list)")
         if args.list:
             print("\n".join(f"{c.row.cell}  {c.row.what}" for c in chosen))
             return 0
+        apt_install([*HOST_PACKAGES, *TARGETS.values()], run)
+        prepare(chosen, run, setup)
         errors: list[str] = []
 
         def go(cell: Cell) -> None:
             try:
                 cell.action()
-            except SetupError as e:
-                cell.row.status = "setup failed (above)"
-                errors.append(f"{cell.row.cell}: {e}")
-                print(f"matrix: {cell.row.cell}: {e}", file=sys.stderr, flush=True)
+            except (SetupError, OSError, subprocess.SubprocessError) as e:
+                said = str(e) if isinstance(e, SetupError) else f"{type(e).__name__}: {e}"
+                cell.row.status = "setup failed"
+                errors.append(f"{cell.row.cell}: {said}")
+                print(f"matrix: {cell.row.cell}: {said}", file=sys.stderr, flush=True)
             run.say(f"{cell.row.cell}: {cell.row.status}")
 
-        # The checks first, quickly; then the suites, a few at once (setup is mostly download).
+        # The checks first, quickly, while the roots are set up; then the suites, a few at once.
         for cell in chosen:
             if cell.row.cell.startswith("check:"):
                 go(cell)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(go, [c for c in chosen if not c.row.cell.startswith("check:")]))
-        rows = [c.row for c in chosen]
-        print()
-        print(table(rows))
-        wall = time.monotonic() - started
-        passed = sum(r.passed for r in rows)
-        failed = sum(r.failed for r in rows)
-        skipped = sum(r.skipped for r in rows)
-        print(f"\nmatrix: {len(rows)} cells in {wall:.0f} s wall; logs in {LOGS}")
-        print(f"matrix: {passed} passed, {failed} failed, {skipped} skipped")
+        pending = sorted((c for c in chosen if not c.row.cell.startswith("check:")), key=lambda c: -c.weight)
+
+        def worker() -> None:
+            while (cell := next_ready(pending, run)) is not None:
+                go(cell)
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+                for done in [pool.submit(worker) for _ in range(max(1, args.jobs))]:
+                    done.result()
+        except SystemExit:
+            summary(chosen, started)  # ended by a signal: the table says what ran
+            raise
+        summary(chosen, started)
         if errors:
-            return 2 if all(not r.passed and not r.failed for r in rows if not r.ok) else 1
-        return 0 if all(r.ok for r in rows) else 1
-    except SetupError as e:
-        print(f"matrix: {e}", file=sys.stderr)
+            return 2
+        return 0 if all(c.row.ok for c in chosen) else 1
+    except (SetupError, OSError, subprocess.SubprocessError) as e:
+        said = str(e) if isinstance(e, SetupError) else f"{type(e).__name__}: {e}"
+        print(f"matrix: {said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("matrix: interrupted", file=sys.stderr)
         return 130
     finally:
+        setup.shutdown(wait=True, cancel_futures=True)
         for undo in reversed(run.undo):
             undo()
 
