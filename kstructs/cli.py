@@ -114,13 +114,11 @@ class JsonFormat:
         self._heads: dict[type, str] = {cls: _json_head(cls) for cls in PROCESS_EVENTS.values()}
         # The optional keys by what they depend on: a handful of processes recur.
         self._extras: dict[tuple[object, ...], str] = {}
-        self._templates: dict[tuple[object, ...], tuple[str, str, str]] = {}
 
     def __call__(self, item: Item, task: Task | None = None) -> str:
         kind = type(item)
         if task is not None and (kind is ForkEvent or kind is ExitEvent):
-            # The storm path: a fork or an exit of a process the table knows,
-            # one %-template per kind and set of optional keys, the keys in it.
+            # The storm path: a fork or an exit of a process the table knows.
             # It writes what line() writes; tests hold the two together.
             key = (
                 task.comm,
@@ -128,34 +126,16 @@ class JsonFormat:
                 task.exe if self._exe else None,
                 task.uid if self.user else None,
             )
-            templates = self._templates.get(key)
-            if templates is None:
-                templates = self._template(key)
-            if kind is ForkEvent:
-                return templates[0] % item
-            start = task.start_ns
-            if start is None:
-                return templates[1] % item
-            at = item[2]  # type: ignore[index,misc]  # timestamp_ns
-            # A tuple concatenation: a starred tuple is built through a list.
-            return templates[2] % (item + (at - start if at > start else 0,))  # type: ignore[operator]  # noqa: RUF005
+            extra = self._extras.get(key)
+            if extra is None:
+                extra = self._remember(key)
+            if kind is ExitEvent:
+                start = task.start_ns
+                if start is not None:
+                    at = item[2]  # type: ignore[index,misc]  # timestamp_ns
+                    return f'{self._heads[kind] % item}{extra}, "duration_ns": {at - start if at > start else 0}}}'
+            return f"{self._heads[kind] % item}{extra}}}"
         return self.line(item, task)
-
-    def _template(self, key: tuple[object, ...]) -> tuple[str, str, str]:
-        """The storm path's lines for ``key``: a fork, an exit without and with its lifetime."""
-        extra = self._extras.get(key)
-        if extra is None:
-            extra = self._remember(key)
-        extra = extra.replace("%", "%%")  # the keys' text, literal in a %-template
-        fork, exit_ = self._heads[ForkEvent], self._heads[ExitEvent]
-        if len(self._templates) >= _CACHE_MAX:
-            self._templates.clear()
-        templates = self._templates[key] = (
-            f"{fork}{extra}}}",
-            f"{exit_}{extra}}}",
-            f'{exit_}{extra}, "duration_ns": %d}}',
-        )
-        return templates
 
     def line(self, item: Item, task: Task | None = None) -> str:
         """The general formatter, for any item: what ``__call__`` writes."""
