@@ -445,7 +445,7 @@ class _Output:
 
 def _loop(
     listener: Listener,
-    format_item: Callable[[Item, Task | None], str] | None,
+    format_item: cli.JsonFormat | cli.TextFormat | None,
     table: ProcTable,
     *,
     accept: Callable[[ProcessEvent, Task | None], bool] | None,
@@ -467,6 +467,9 @@ def _loop(
     printed_types = cli.PRINTED
     stopping = stop.signals
     apply = table.apply
+    # Bound methods: a call through an instance's __call__ slot costs more.
+    format_line = _quiet_line if format_item is None else format_item.__call__
+    counting = count is not None
     while not stopping:
         items = listener.read()
         now = time.monotonic()
@@ -486,8 +489,8 @@ def _loop(
                     assert isinstance(item, Loss)
                     table.lost()
                     losses.append((len(lines), item.count))
-                    append(format_item(item, None) if format_item else "")
-                    if count is not None:
+                    append(format_line(item, None))
+                    if counting:
                         stop_at += 1
                     continue
                 elif kind in printed_types:
@@ -499,8 +502,8 @@ def _loop(
                     continue
                 if stats is not None:
                     stats.count(item, task)  # type: ignore[arg-type]
-                append(format_item(item, task) if format_item else "")
-                if len(lines) == stop_at:
+                append(format_line(item, task))
+                if counting and len(lines) == stop_at:
                     break
             if not lines:
                 pass
@@ -530,6 +533,11 @@ def _loop(
             return False
         poller.poll(None if deadline is None else min(max(deadline - now, 0) * 1000, _POLL_MAX_MS))
     return False
+
+
+def _quiet_line(item: Item, task: Task | None) -> str:
+    """--quiet: a line counted, not written."""
+    return ""
 
 
 def _superseded_execs(items: list[Item]) -> set[int]:

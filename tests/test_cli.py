@@ -1060,12 +1060,12 @@ def test_drain_at_exit_counts_only_what_would_have_been_printed(tmp_path: Path) 
 
 _NAMES = st.one_of(
     st.none(),
-    st.sampled_from(["", "sh", "sh ", "a\u3000", "\x1b[J", "\udcff", 'we"ird\\', "\u202e", "x\n"]),
+    st.sampled_from(["", "sh", "sh ", "a\u3000", "\x1b[J", "\udcff", 'we"ird\\', "\u202e", "x\n", "50%d%%s"]),
     st.text(max_size=6),
 )
 _CMDLINES = st.one_of(
     st.none(),
-    st.sampled_from([b"", b"sleep\x001", b"a\xff\0b", b"\x1b[2J", b"x \0"]),
+    st.sampled_from([b"", b"sleep\x001", b"a\xff\0b", b"\x1b[2J", b"x \0", b"%s\0%d%"]),
     st.binary(max_size=8),
 )
 _TASKS = st.builds(
@@ -1136,6 +1136,25 @@ def test_the_storm_path_lines() -> None:
     # A name with nothing visible: the line ends at the info column, as line() ends it.
     assert TextFormat()(fork, _task(comm=" ")).endswith(" fork         101 parent 100")
     assert strict_json(JsonFormat(name="cmdline")(EXIT, task))["duration_ns"] == 2 * 10**9 + 5
+
+
+def test_the_storm_path_names_a_process_without_a_command_line_by_its_comm() -> None:
+    # --name cmdline: no command line (None) is no key for the name; each comm shows.
+    fmt = TextFormat(name="cmdline")
+    fork = ForkEvent(5, 0, 2 * 10**9, 100, 100, 101, 101)
+    assert fmt(fork, _task(comm="sh")).endswith(" sh")
+    assert fmt(fork, _task(comm="make")).endswith(" make")
+    assert fmt(EXIT, _task(comm="cc")).endswith(" cc")
+
+
+def test_the_storm_path_keeps_a_percent_sign_in_a_name() -> None:
+    task = _task(comm="50%d", cmdline=b"%s\0%", uid=0)
+    fork = ForkEvent(5, 0, 2 * 10**9, 100, 100, 101, 101)
+    assert TextFormat(name="cmdline", user=True)(fork, task).endswith(" parent 100" + " " * 15 + "%s %")
+    assert TextFormat(user=True)(EXIT, task).endswith(" after 2.000s 50%d")
+    line = strict_json(JsonFormat(name="cmdline", user=True)(EXIT, task))
+    assert (line["comm"], line["cmdline"], line["duration_ns"]) == ("50%d", ["%s", "%"], 2 * 10**9 + 5)
+    assert strict_json(JsonFormat()(fork, task))["comm"] == "50%d"
 
 
 # --- stdout: whole lines, in pieces a pipe takes at once ---------------------
