@@ -524,3 +524,45 @@ def test_installed_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].startswith("kstructs check: conforms: ")
+
+
+WIDE_H = """struct wide { int a[4]; } __attribute__((aligned(16)));  /* 16 bytes either way */
+"""
+WIDE_PY = """import ctypes
+
+HEADER = "wide.h"
+
+
+class wide(ctypes.Structure):
+    _align_ = 16
+    _fields_ = (("a", ctypes.c_int * 4),)
+"""
+
+
+def test_an_align_this_python_ignores_is_a_known_explained_mismatch(tmp_path: Path) -> None:
+    # C says 16 (the compiler, in the check itself); CPython 3.13 honours _align_,
+    # older ctypes ignores it and lays the class out at the int's alignment.
+    (tmp_path / "wide.h").write_text(WIDE_H)
+    (tmp_path / "wide.py").write_text(WIDE_PY)
+    status, doc, _ = check(str(tmp_path / "wide.py"), "--include-dir", str(tmp_path))
+    if sys.version_info >= (3, 13):
+        assert (status, mismatches(doc)) == (0, set())
+        return
+    assert status == 1
+    int_align = ctypes.alignment(ctypes.c_int)
+    assert mismatches(doc) == {("align", "struct wide", int_align, 16)}
+    (finding,) = [f for f in doc["findings"] if f["category"] == "align"]
+    assert finding["note"] == (
+        "known limit: the class asks for _align_ = 16, which this interpreter's ctypes ignores"
+        " (CPython 3.13 honours it), so a struct that embeds it is laid out short"
+    )
+
+
+def test_an_align_this_python_gives_has_no_note(tmp_path: Path) -> None:
+    # The same class, honest about its alignment: a mismatch with no excuse.
+    (tmp_path / "wide.h").write_text(WIDE_H)
+    (tmp_path / "wide.py").write_text(WIDE_PY.replace("    _align_ = 16\n", ""))
+    status, doc, _ = check(str(tmp_path / "wide.py"), "--include-dir", str(tmp_path))
+    assert status == 1
+    (finding,) = [f for f in doc["findings"] if f["category"] == "align"]
+    assert (finding["binding"], finding["c"], finding["note"]) == (ctypes.alignment(ctypes.c_int), 16, "")

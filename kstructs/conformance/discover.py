@@ -164,6 +164,12 @@ def _masks(cls: type, name: str) -> dict[str, str]:
     return out
 
 
+def _requested_align(cls: type) -> int | None:
+    """The ``_align_`` a class asks for (CPython 3.13 honours it; older ctypes ignores it)."""
+    value = getattr(cls, "_align_", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def describe_record(cls: type, reached: list[type]) -> dict[str, Any]:
     entries = _fields_of(cls)
     union = issubclass(cls, ctypes.Union)
@@ -175,6 +181,7 @@ def describe_record(cls: type, reached: list[type]) -> dict[str, Any]:
         "kind": "union" if union else "struct",
         "size": ctypes.sizeof(cls),
         "align": ctypes.alignment(cls),
+        "align_requested": _requested_align(cls),
         "opaque": entries is None,
         "pack": getattr(cls, "_pack_", None),
         "swapped": _swapped(cls),

@@ -361,7 +361,9 @@ def _interpret(run: _Run, values: dict[int, int], failed: dict[str, str], plans:
             continue
         if fact.category == "size" and fact.slot == "" and _prefix(run, fact, c, findings):
             continue
-        findings.append(Finding(fact.category, fact.item, _display(fact, fact.expected), _display(fact, c)))
+        findings.append(
+            Finding(fact.category, fact.item, _display(fact, fact.expected), _display(fact, c), "headers", fact.note)
+        )
     # Units that did not compile; a field of a type that did not compile is not repeated.
     for unit, msg in failed.items():
         base = unit.split("#", 1)[0]

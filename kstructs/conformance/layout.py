@@ -47,6 +47,7 @@ class RecordInfo:
     swapped: bool  # a BigEndianStructure on a little-endian machine, or the reverse
     anonymous: tuple[str, ...]
     fields: tuple[FieldInfo, ...]
+    align_requested: int | None = None  # the class's _align_, honoured or not
 
     @property
     def tag(self) -> str:
@@ -71,9 +72,18 @@ class RecordInfo:
                     FieldInfo(str(f["name"]), int(f["offset"]), f["type"], int(f.get("bits", 0)), f.get("masks"))
                     for f in doc["fields"]
                 ),
+                align_requested=_positive(doc.get("align_requested")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CheckError(f"malformed binding description: {type(e).__name__}: {e}") from None
+
+
+def _positive(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CheckError(f"malformed binding description: align_requested {value!r}")
+    return value
 
 
 def describe(types: Iterable[type[ctypes.Structure] | type[ctypes.Union]]) -> dict[str, RecordInfo]:

@@ -228,6 +228,7 @@ class _Fact:
     expr: str
     base: str = ""  # the item whose presence the fact depends on, when the unit is one of its parts
     slot: str = ""  # which part: "size", "class", "sign"...; "" for the item itself
+    note: str = ""  # said with a mismatch of this fact
 
     @property
     def presence(self) -> str:

@@ -182,6 +182,17 @@ def standalone(binding: Binding, have: Have) -> list[tuple[RecordInfo, Spelling,
     return out
 
 
+def _ignored_align(rec: RecordInfo) -> str:
+    """What to say when the class asks for an alignment its interpreter's ctypes did not give."""
+    want = rec.align_requested
+    if want is None or rec.align >= want:
+        return ""
+    return (
+        f"known limit: the class asks for _align_ = {want}, which this interpreter's ctypes ignores"
+        " (CPython 3.13 honours it), so a struct that embeds it is laid out short"
+    )
+
+
 def record_plan(
     binding: Binding, rec: RecordInfo, sp: Spelling, paths: list[FieldPath], have: Have, *, size: bool = True
 ) -> RecordPlan:
@@ -193,7 +204,9 @@ def record_plan(
     if size:
         facts.append(_Fact(item, item, "size", rec.size, f"sizeof({t})"))
         if not binding.is_prefix(rec):
-            facts.append(_Fact(f"{item}#align", item, "align", rec.align, f"_Alignof({t})", item, "align"))
+            facts.append(
+                _Fact(f"{item}#align", item, "align", rec.align, f"_Alignof({t})", item, "align", _ignored_align(rec))
+            )
 
     def add(fitem: str, slot: str, category: str, expected: Value, expr: str, *, shown: str | None = None) -> None:
         unit = fitem if not slot else f"{fitem}#{slot}"
