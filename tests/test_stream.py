@@ -214,16 +214,19 @@ def test_netlink_control_messages_pass_and_carry_no_sequence() -> None:
     ]
 
 
+class Interrupting(list[Item]):
+    """An output list that raises KeyboardInterrupt as its second item comes."""
+
+    def append(self, item: Item) -> None:
+        if len(self) == 1:
+            raise KeyboardInterrupt
+        super().append(item)
+
+
 def test_batch_offsets_and_an_interrupted_batch() -> None:
     s = EventStream()
     s.offset = -STRIDE
     buf, frames = batch(fork(seq=1), fork(seq=2), fork(seq=3))
-
-    class Interrupting(list[Item]):
-        def append(self, item: Item) -> None:
-            if len(self) == 1:
-                raise KeyboardInterrupt
-            super().append(item)
 
     out = Interrupting()
     with pytest.raises(KeyboardInterrupt):
@@ -313,12 +316,6 @@ def test_an_interrupted_fast_batch(where: str) -> None:
     s.offset = -STRIDE
     second = fork(seq=2) if where == "fast" else ack(7, seq=2)  # a reply takes the general path
     buf, _ = batch(fork(seq=1), second, fork(seq=3))
-
-    class Interrupting(list[Item]):
-        def append(self, item: Item) -> None:
-            if len(self) == 1:
-                raise KeyboardInterrupt
-            super().append(item)
 
     out = Interrupting()
     with pytest.raises(KeyboardInterrupt):
