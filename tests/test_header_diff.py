@@ -80,7 +80,6 @@ def test_a_changed_define_exits_1_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.cc
-@proc_event_align
 def test_json_document(tmp_path: Path) -> None:
     include = tree(tmp_path, "linux/netlink.h", r"__u32(\s+)nlmsg_seq;", r"__u64\1nlmsg_seq;")
     done = run("--json", "--include-dir", str(include))
