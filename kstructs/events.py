@@ -437,20 +437,6 @@ def _span(first: tuple[int, _CType], last: tuple[int, _CType]) -> tuple[int, _CT
     return first[0], {4: ctypes.c_uint32, 8: ctypes.c_uint64}[size]
 
 
-# The fast path's guard: nlmsg_len/type/flags, cn_msg.id, cn_msg.len/flags,
-# and proc_event.what. A kernel event matches the reference below in all but
-# ``what``.
-_GUARD: Final = _struct(
-    0,
-    [
-        _span(_nl("nlmsg_len"), _nl("nlmsg_flags")),
-        _span(_cn("id.idx"), _cn("id.val")),
-        _span(_cn("len"), _cn("flags")),
-        _pe("what"),
-    ],
-)
-
-
 # Decoded comm values by their 16 kernel bytes: a handful of names recur.
 _COMMS: Final[dict[bytes, str]] = {}
 
@@ -553,33 +539,13 @@ KERNEL_EVENT_SIZE: Final = _PE + ctypes.sizeof(proc_event)
 _Reader: TypeAlias = Callable[..., tuple[Any, ...]]  # a Struct's unpack_from
 
 
-class _KernelEvent(NamedTuple):
-    """What a fast path needs to read a message shaped as the kernel sends
-    them: ``guard`` reads ``(head, ident, length, what)`` and a kernel event
-    gives ``expected`` for the first three (nlmsg_len/type/flags, cn_msg.id,
-    cn_msg.len/flags); ``kinds`` maps ``what`` to the kind's unpack_from and
-    class, for the kinds made of integers (not comm, not the reply)."""
-
-    guard: _Reader
-    expected: tuple[int, int, int]
-    kinds: dict[int, tuple[_Reader, type[ProcessEvent]]]
-
-
-def _kernel_event() -> _KernelEvent:
-    reference = bytearray(KERNEL_EVENT_SIZE)  # what the guard reads from a kernel event
-    _NLMSGHDR.pack_into(reference, 0, KERNEL_EVENT_SIZE, NLMSG_DONE, 0, 0, 0)
-    _CN_MSG.pack_into(reference, _CN, CN_IDX_PROC, CN_VAL_PROC, 0, 0, ctypes.sizeof(proc_event), 0)
-    head, ident, length, _ = _GUARD.unpack_from(reference)
-    kinds: dict[int, tuple[_Reader, type[ProcessEvent]]] = {
-        what: (k.full.unpack_from, k.cls)  # type: ignore[misc]  # AckEvent is left out
-        for what, k in _KINDS.items()
-        if not k.comm and k.cls is not AckEvent
-    }
-    return _KernelEvent(_GUARD.unpack_from, (head, ident, length), kinds)
-
-
-# Kept for callers that have not moved to read_kernel_event yet.
-_KERNEL: Final = _kernel_event()
+#: The kinds made of integers (not comm, not the reply): ``what`` to the
+#: kind's unpack_from and class.
+_INT_KINDS: Final[dict[int, tuple[_Reader, type[ProcessEvent]]]] = {
+    what: (k.full.unpack_from, k.cls)  # type: ignore[misc]  # AckEvent is left out
+    for what, k in _KINDS.items()
+    if not k.comm and k.cls is not AckEvent
+}
 
 # The fast path reads a kernel event with two unpacks: a guard, then the
 # kind's fields. The guard reads three integers: nlmsg_len/type/flags,
@@ -607,14 +573,14 @@ def _fast_table() -> tuple[int, int, dict[int, tuple[_Reader, type[ProcessEvent]
     third by kind (to the kind's reader and class, for the kinds made of
     integers), and the third of a comm event."""
     tail: dict[int, int] = {}
-    for what in (*_KERNEL.kinds, PROC_EVENT_COMM):
+    for what in (*_INT_KINDS, PROC_EVENT_COMM):
         reference = bytearray(KERNEL_EVENT_SIZE)
         _WHAT.pack_into(reference, 0, what)  # first: its pad bytes zero the headers
         _NLMSGHDR.pack_into(reference, 0, KERNEL_EVENT_SIZE, NLMSG_DONE, 0, 0, 0)
         _CN_MSG.pack_into(reference, _CN, CN_IDX_PROC, CN_VAL_PROC, 0, 0, ctypes.sizeof(proc_event), 0)
         head, ident, tail[what] = _FAST_GUARD(reference, 0)
     comm = tail.pop(PROC_EVENT_COMM)
-    return head, ident, {tail[what]: kind for what, kind in _KERNEL.kinds.items()}, comm
+    return head, ident, {tail[what]: kind for what, kind in _INT_KINDS.items()}, comm
 
 
 _FAST_HEAD, _FAST_IDENT, _FAST_KINDS, _FAST_COMM_TAIL = _fast_table()
