@@ -894,17 +894,22 @@ def _run(*args: str, child: list[str], timeout: float = hang_guard(30), **popen:
         text=True,
         **popen,
     )
-    deadline = time.monotonic() + hang_guard(10)
-    while not _port_or_none(proc.pid):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    time.sleep(hang_guard(0.3))  # the LISTEN and the seed
+    _wait_subscribed(proc)
     kid = subprocess.Popen(child)
     kid.wait(timeout)
     time.sleep(hang_guard(0.5))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err, kid.pid
+
+
+def _wait_subscribed(proc: subprocess.Popen[str]) -> None:
+    """Until watch has a netlink socket, then a moment for the LISTEN and the seed."""
+    deadline = time.monotonic() + hang_guard(10)
+    while not _port_or_none(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(hang_guard(0.3))
 
 
 def _port_or_none(pid: int) -> int | None:
@@ -925,11 +930,7 @@ def test_pid_filter_follows_descendants() -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + hang_guard(10)
-        while not _port_or_none(proc.pid):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-        time.sleep(hang_guard(0.3))
+        _wait_subscribed(proc)
         subprocess.run(["true"], check=True)  # not a descendant
         assert parent.stdin is not None
         parent.stdin.write("go\n")
