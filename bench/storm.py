@@ -26,8 +26,9 @@ rate at which it first loses events.
 
 With ``--baseline REV`` only the Listener runs: this tree's and the one at
 git revision REV (extracted to a temporary directory and loaded in its own
-process), alternately, under both storms and batched (as in the second
-table); the table gives each one's CPU per storm event and their ratio.
+process), alternately (each first in turn), under both storms and batched
+(as in the second table); the table gives each one's CPU per storm event,
+the ratio of the medians and the median of the ratios rep by rep.
 
 Needs root. Peers that are not installed are reported as such.
 """
@@ -382,23 +383,29 @@ def baseline_table(exe: Path, work: Path, children: int, reps: int, rev: str) ->
         label = f"{generators} x {children:,}" if generators else f"1 x {batched:,}, batched"
         now, then = KstructsLibrary(work), BaselineLibrary(work, tree, rev)
         runs: dict[str, list[Run]] = {now.name: [], then.name: []}
-        for _ in range(reps):  # alternately, so that both see the same load
-            for watcher in (now, then):
+        pairs: list[float] = []  # this tree's CPU over the baseline's, rep by rep
+        for rep in range(reps):  # alternately, each first in turn, so that both see the same load
+            got: dict[str, Run] = {}
+            for watcher in (now, then) if rep % 2 == 0 else (then, now):
                 with contextlib.suppress(WatcherFailed):
                     if generators:
-                        runs[watcher.name].append(measure(watcher, exe, work, children, generators))
+                        got[watcher.name] = measure(watcher, exe, work, children, generators)
                     else:
-                        runs[watcher.name].append(measure_batched(watcher, exe, work, batched))
+                        got[watcher.name] = measure_batched(watcher, exe, work, batched)
+                    runs[watcher.name].append(got[watcher.name])
+            if len(got) == 2:
+                pairs.append(got[now.name].cpu_per_event_us / got[then.name].cpu_per_event_us)
         cpu = {name: statistics.median(r.cpu_per_event_us for r in rs) for name, rs in runs.items() if rs}
         for name, rs in runs.items():
             if not rs:
-                rows.append([label, name, "failed: see stderr", "", "", ""])
+                rows.append([label, name, "failed: see stderr", "", "", "", ""])
                 continue
             each = ", ".join(f"{r.cpu_per_event_us:.2f}" for r in rs)
             ratio = f"{cpu[name] / cpu[then.name]:.3f}" if then.name in cpu else "n/a"
-            rows.append([label, name, f"{cpu[name]:.2f}", each, ratio, received([r.fraction for r in rs])])
+            paired = f"{statistics.median(pairs):.3f}" if name == now.name and pairs else ""
+            rows.append([label, name, f"{cpu[name]:.2f}", each, ratio, paired, received([r.fraction for r in rs])])
             print(f"  {label} {name}: {rows[-1][2:]}", file=sys.stderr)
-    headers = ["storm", "watcher", "CPU µs / storm event (median)", "runs", f"vs {rev}", "received"]
+    headers = ["storm", "watcher", "CPU µs / storm event (median)", "runs", f"vs {rev}", "median of pairs", "received"]
     return _common.table(headers, rows)
 
 
