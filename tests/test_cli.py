@@ -897,19 +897,48 @@ def _run(*args: str, child: list[str], timeout: float = hang_guard(30), **popen:
     _wait_subscribed(proc)
     kid = subprocess.Popen(child)
     kid.wait(timeout)
-    time.sleep(hang_guard(0.5))
+    _wait_idle(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err, kid.pid
 
 
 def _wait_subscribed(proc: subprocess.Popen[str]) -> None:
-    """Until watch has a netlink socket, then a moment for the LISTEN and the seed."""
+    """Until watch waits for events: it has its netlink socket and sleeps in
+    its loop's poll(). Where /proc/PID/syscall cannot tell (another
+    architecture), a moment after the socket for the LISTEN and the seed."""
     deadline = time.monotonic() + hang_guard(10)
     while not _port_or_none(proc.pid):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
-    time.sleep(hang_guard(0.3))
+    _wait_idle(proc, fallback=0.3)
+
+
+def _wait_idle(proc: subprocess.Popen[str], *, fallback: float = 0.5) -> None:
+    """Until watch sleeps in its loop's poll(): it has taken and written every
+    event sent before (the kernel wakes it as it queues one, so a woken watch
+    reads as running). Where /proc/PID/syscall cannot tell, ``fallback`` seconds."""
+    if os.uname().machine != "x86_64":
+        time.sleep(hang_guard(fallback))
+        return
+    deadline = time.monotonic() + hang_guard(10)
+    while not _in_loop_poll(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+
+
+def _in_loop_poll(pid: int) -> bool:
+    """Whether ``pid`` sleeps in poll() (x86_64's syscall 7) with no timeout or
+    one longer than any wait of the subscription (ack_timeout, 1 s): watch's
+    loop, not the Listener waiting for the kernel's reply."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    if len(fields) < 4 or fields[0] != "7":
+        return False
+    timeout = int(fields[3], 16) & 0xFFFFFFFF  # a C int
+    return timeout >= 0x80000000 or timeout > 1000
 
 
 def _port_or_none(pid: int) -> int | None:
@@ -936,7 +965,7 @@ def test_pid_filter_follows_descendants() -> None:
         parent.stdin.write("go\n")
         parent.stdin.close()
         parent.wait(hang_guard(10))
-        time.sleep(hang_guard(0.5))
+        _wait_idle(proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=hang_guard(30))
     finally:
