@@ -918,7 +918,7 @@ def _wait_idle(proc: subprocess.Popen[str], *, fallback: float = 0.5) -> None:
     """Until watch sleeps in its loop's poll(): it has taken and written every
     event sent before (the kernel wakes it as it queues one, so a woken watch
     reads as running). Where /proc/PID/syscall cannot tell, ``fallback`` seconds."""
-    if os.uname().machine != "x86_64":
+    if os.uname().machine != "x86_64" or ctypes.sizeof(ctypes.c_void_p) != 8:  # not x86_64's syscall numbers
         time.sleep(hang_guard(fallback))
         return
     deadline = time.monotonic() + hang_guard(10)
