@@ -9,6 +9,8 @@ failure that has a known cause raised as the error that names it.
   ``PrivilegeError``: before Linux 6.6 the group needs ``CAP_NET_ADMIN``.
 - ``send()`` failing with ``ECONNREFUSED`` is a ``NamespaceError``: the
   process connector answers only in the initial network namespace.
+- ``cap_net_admin()`` reads the process's ``CapEff`` from ``/proc/self/status``,
+  which explains a request the kernel left unanswered.
 
 Other failures stay ``OSError`` with their errno.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import errno
 import platform
 import socket
+from collections.abc import Iterable
 from typing import Final
 
 from kstructs.connector import CN_IDX_PROC
@@ -28,6 +31,10 @@ from kstructs.netlink import NETLINK_CONNECTOR
 SO_RCVBUFFORCE: Final = getattr(
     socket, "SO_RCVBUFFORCE", 0x100B if platform.machine().startswith(("alpha", "parisc", "sparc")) else 33
 )
+
+# include/uapi/linux/capability.h
+CAP_NET_ADMIN: Final = 12
+
 #: Receive buffer asked for by default. One event costs the queue about 800
 #: bytes (the skb's truesize), and the kernel doubles the request: 16 MiB of
 #: queue holds some 20 000 events, over half a second of a fork storm.
@@ -69,3 +76,23 @@ def send(sock: socket.socket, message: bytes) -> None:
         raise NamespaceError(
             e.errno, "the process connector answers only in the initial network namespace (ECONNREFUSED)"
         ) from e
+
+
+def cap_net_admin() -> bool | None:
+    """Whether this process holds ``CAP_NET_ADMIN`` (None: not known)."""
+    try:
+        with open("/proc/self/status") as f:
+            return cap_net_admin_in(f)
+    except OSError:
+        return None
+
+
+def cap_net_admin_in(lines: Iterable[str]) -> bool | None:
+    """``cap_net_admin`` from the lines of a /proc/PID/status."""
+    for line in lines:
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+            except (IndexError, ValueError):
+                return None
+    return None

@@ -43,6 +43,7 @@ class Exchange(NamedTuple):
     take: Callable[[], None]  # what has arrived, into the stream, without blocking
     wait: Callable[[float], object]  # until something arrives, or for that many seconds
     clock: Callable[[], float]  # monotonic seconds
+    cap_net_admin: Callable[[], bool | None]  # whether the process holds CAP_NET_ADMIN (None: not known)
 
 
 class Subscription:
@@ -113,7 +114,9 @@ class Subscription:
         ``verdict``): whether the kernel answered."""
         attempt = 0
         while True:
-            answer = self.verdict(self.request(events, timeout, io), attempt, timeout, required=required)
+            ack = self.request(events, timeout, io)
+            cap = io.cap_net_admin() if ack is None and required else None
+            answer = self.verdict(ack, attempt, timeout, required=required, cap_net_admin=cap)
             if answer is not None:
                 return answer
             attempt += 1
@@ -137,20 +140,25 @@ class Subscription:
             self.stream.expect_ack(None)
 
     @staticmethod
-    def verdict(ack: AckEvent | None, attempt: int, timeout: float, *, required: bool) -> bool | None:
+    def verdict(
+        ack: AckEvent | None, attempt: int, timeout: float, *, required: bool, cap_net_admin: bool | None = None
+    ) -> bool | None:
         """What the reply to request ``attempt`` (0, then 1) means: ``True``
         subscribed, ``False`` no reply (when not ``required``), ``None`` ask
-        again under a fresh nonce. Raises for no reply when ``required``, and
-        for a second error when ``required``; a second error to the probe
+        again under a fresh nonce. Raises for no reply when ``required``
+        (``cap_net_admin``: whether the process holds it, None: not known),
+        and for a second error when ``required``; a second error to the probe
         (not ``required``) is ``False``."""
         if ack is None:
-            if required:
-                raise NoAckError(
-                    errno.ETIMEDOUT,
-                    f"no reply to PROC_CN_MCAST_LISTEN within {timeout:g} s: the kernel needs "
-                    "CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces",
-                )
-            return False
+            if not required:
+                return False
+            if cap_net_admin is False:
+                # Before 6.6, cn_proc refuses a request without CAP_NET_ADMIN,
+                # and cn_proc_ack() says so only while someone listens.
+                why = "this process lacks CAP_NET_ADMIN, and a kernel before Linux 6.6 ignores its subscription"
+            else:
+                why = "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"
+            raise NoAckError(errno.ETIMEDOUT, f"no reply to PROC_CN_MCAST_LISTEN within {timeout:g} s: {why}")
         if not ack.err:
             return True
         if not attempt:

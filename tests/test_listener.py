@@ -595,6 +595,28 @@ def test_subscribing_without_privilege_after_binding_as_root() -> None:
         assert in_child(body) == 0
 
 
+@root
+def test_an_unanswered_listen_without_cap_net_admin_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a kernel before 6.6 does to a process that dropped CAP_NET_ADMIN
+    # after bind() while nobody else listens: it drops the request unanswered.
+    from kstructs import _socket
+
+    real = Subscription.request
+
+    def unanswered(self: Subscription, events: int | None, timeout: float, io: Exchange) -> AckEvent | None:
+        real(self, events, timeout, io)
+        return None
+
+    monkeypatch.setattr(Subscription, "request", unanswered)
+    monkeypatch.setattr(_socket, "cap_net_admin", lambda: False)
+    with pytest.raises(NoAckError) as info:
+        Listener(ack_timeout=0.05).open()
+    assert str(info.value) == (
+        "[Errno 110] no reply to PROC_CN_MCAST_LISTEN within 0.05 s: this process lacks CAP_NET_ADMIN,"
+        " and a kernel before Linux 6.6 ignores its subscription"
+    )
+
+
 @root  # a real NETLINK_CONNECTOR socket (qemu-user has none)
 def test_no_privilege_names_cap_net_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     class Refusing(socket.socket):

@@ -1,7 +1,9 @@
-"""kstructs._socket on a stand-in socket: what each failure becomes (no root)."""
+"""kstructs._socket on a stand-in socket: what each failure becomes, and the
+capability read from /proc (no root)."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
@@ -86,8 +88,10 @@ def test_without_privilege_the_buffer_is_asked_for_with_so_rcvbuf(monkeypatch: p
 
 @pytest.mark.cc
 def test_the_constants_are_the_c_compilers() -> None:
-    c = c_values({"SO_RCVBUFFORCE": "SO_RCVBUFFORCE"}, "#include <sys/socket.h>\n")
+    prelude = "#include <sys/socket.h>\n#include <linux/capability.h>\n"
+    c = c_values({"SO_RCVBUFFORCE": "SO_RCVBUFFORCE", "CAP_NET_ADMIN": "CAP_NET_ADMIN"}, prelude)
     assert c["SO_RCVBUFFORCE"] == _socket.SO_RCVBUFFORCE
+    assert c["CAP_NET_ADMIN"] == _socket.CAP_NET_ADMIN
 
 
 def test_no_connector(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,3 +155,70 @@ def test_another_send_failure_stays_an_oserror() -> None:
     with pytest.raises(OSError) as info:
         _socket.send(fake, b"request")  # type: ignore[arg-type]
     assert info.value.errno == errno.ENOBUFS and not isinstance(info.value, KstructsError)
+
+
+STATUS = "Name:\tpython3\nUmask:\t0022\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n"
+
+
+@pytest.mark.parametrize(
+    ("cap_eff", "expected"),
+    [
+        ("000001ffffffffff", True),  # root
+        ("0000000000000000", False),  # nobody
+        ("0000000000001000", True),  # CAP_NET_ADMIN (12) alone
+        ("000001ffffffefff", False),  # everything but it
+        ("", None),
+        ("zz", None),
+    ],
+)
+def test_cap_net_admin_in(cap_eff: str, expected: bool | None) -> None:
+    lines = f"{STATUS}CapEff:\t{cap_eff}\nCapBnd:\t000001ffffffffff\n".splitlines(keepends=True)
+    assert _socket.cap_net_admin_in(lines) is expected
+
+
+def test_cap_net_admin_in_without_a_capeff_line() -> None:
+    assert _socket.cap_net_admin_in(STATUS.splitlines(keepends=True)) is None
+    assert _socket.cap_net_admin_in([]) is None
+
+
+class cap_header(ctypes.Structure):  # struct __user_cap_header_struct, <linux/capability.h>
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class cap_data(ctypes.Structure):  # struct __user_cap_data_struct
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def effective_from_capget() -> int:
+    """The calling thread's effective capabilities, from capget(2)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = cap_header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (cap_data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return int(data[0].effective) | int(data[1].effective) << 32
+
+
+def test_cap_net_admin_is_what_capget_says() -> None:
+    try:
+        effective = effective_from_capget()
+    except (OSError, AttributeError) as e:  # qemu-user may not pass capget() on
+        pytest.skip(f"capget() is not available: {e}")
+    assert _socket.cap_net_admin() is bool(effective >> 12 & 1)
+
+
+@pytest.mark.root
+def test_cap_net_admin_after_dropping_root() -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)  # clears the effective capabilities
+            code = 0 if _socket.cap_net_admin() is False and not effective_from_capget() else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -96,6 +96,7 @@ def ack(err: int) -> AckEvent:
 
 
 NO_REPLY = "[Errno 110] no reply to PROC_CN_MCAST_LISTEN within 1.5 s: "
+WITHOUT_CAP = "this process lacks CAP_NET_ADMIN, and a kernel before Linux 6.6 ignores its subscription"
 
 
 def test_verdict() -> None:
@@ -122,15 +123,34 @@ def test_verdict() -> None:
     assert Subscription.verdict(ack(errno.EPERM), 1, 1.0, required=False) is False
 
 
+@pytest.mark.parametrize(
+    ("cap_net_admin", "why"),
+    [
+        (False, WITHOUT_CAP),
+        (True, "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"),
+        (None, "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"),
+    ],
+)
+def test_no_reply_says_what_is_known(cap_net_admin: bool | None, why: str) -> None:
+    # Before Linux 6.6, cn_proc_mcast_ctl() refuses a request from a process
+    # without CAP_NET_ADMIN, and cn_proc_ack() answers only while the kernel
+    # counts a listener: a process that dropped it after bind() hears nothing.
+    with pytest.raises(NoAckError) as no:
+        Subscription.verdict(None, 1, 1.5, required=True, cap_net_admin=cap_net_admin)
+    assert str(no.value) == NO_REPLY + why and no.value.errno == errno.ETIMEDOUT
+    assert Subscription.verdict(None, 0, 0.25, required=False, cap_net_admin=False) is False
+
+
 class Kernel:
     """A stand-in for the kernel's side of the handshake: ``answer`` says
     what it replies to each request (an errno, 0, or None: nothing), and its
     clock moves only when the handshake waits."""
 
-    def __init__(self, sub: Subscription, answer: Callable[[McastRequest], int | None]) -> None:
-        self.sub, self.answer = sub, answer
+    def __init__(self, sub: Subscription, answer: Callable[[McastRequest], int | None], cap: bool = True) -> None:
+        self.sub, self.answer, self.cap = sub, answer, cap
         self.sent: list[McastRequest] = []
         self.waits: list[float] = []
+        self.caps_read = 0
         self.now = 1000.0
         self.queue: list[bytes] = []
         self.out: list[Item] = []
@@ -156,8 +176,12 @@ class Kernel:
         self.waits.append(seconds)
         self.now += seconds
 
+    def cap_net_admin(self) -> bool:
+        self.caps_read += 1
+        return self.cap
+
     def io(self) -> Exchange:
-        return Exchange(self.send, self.take, self.wait, lambda: self.now)
+        return Exchange(self.send, self.take, self.wait, lambda: self.now, self.cap_net_admin)
 
 
 def since_6_6(request: McastRequest) -> int | None:
@@ -178,7 +202,7 @@ def test_subscribe_to_everything(sub: Subscription) -> None:
     kernel = Kernel(sub, since_6_6)
     sub.subscribe(None, 1.0, kernel.io())
     assert ops(kernel) == [(LISTEN, None)] and kernel.sent[0].ack == 0x1234
-    assert kernel.waits == []
+    assert kernel.waits == [] and kernel.caps_read == 0
     assert sub.stream.ack is None  # no longer looked for
     assert not sub.stream.stats.kernel_filter
 
@@ -196,11 +220,11 @@ def test_subscribe_with_a_filter_before_6_6(sub: Subscription) -> None:
     sub.subscribe(FORK, 1.0, kernel.io())
     assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)]
     assert kernel.waits == [0.25]  # the probe waits no longer than that
-    assert not sub.stream.stats.kernel_filter
+    assert kernel.caps_read == 0 and not sub.stream.stats.kernel_filter
 
 
 def test_no_reply_within_the_timeout(sub: Subscription) -> None:
-    kernel = Kernel(sub, lambda request: None)
+    kernel = Kernel(sub, lambda request: None, cap=True)
     with pytest.raises(NoAckError) as no:
         sub.subscribe(None, 1.5, kernel.io())
     assert (
@@ -209,6 +233,15 @@ def test_no_reply_within_the_timeout(sub: Subscription) -> None:
     )
     assert ops(kernel) == [(LISTEN, None)] and kernel.waits == [1.5]
     assert sub.stream.ack is None and sub.listening  # the IGNORE is still owed
+
+
+def test_no_reply_without_cap_net_admin(sub: Subscription) -> None:
+    kernel = Kernel(sub, lambda request: None, cap=False)
+    with pytest.raises(NoAckError) as no:
+        sub.subscribe(FORK, 1.5, kernel.io())
+    assert str(no.value) == NO_REPLY + WITHOUT_CAP
+    assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)] and kernel.waits == [0.25, 1.5]
+    assert kernel.caps_read == 1  # only for the request that had to be answered
 
 
 def test_an_error_is_asked_again_under_a_fresh_nonce(sub: Subscription) -> None:
