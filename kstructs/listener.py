@@ -111,7 +111,7 @@ class Listener:
         """The statistics, with the kernel's drop count taken in: ``lost``
         counts every datagram dropped for this socket so far."""
         if self._gate.sock is not None:
-            self._count_drops()
+            _receive.count_drops(self._stream, self._inode)
         return self._stream.stats
 
     # --- Life cycle ----------------------------------------------------
@@ -159,7 +159,7 @@ class Listener:
             self._receiver = None  # its buffers go with the last reference
             pid = os.getpid()
             try:
-                self._count_drops()
+                _receive.count_drops(self._stream, self._inode)
                 sub.release(pid, sock.send)
             finally:
                 gate.close(sock, owner=pid == sub.owner)
@@ -299,11 +299,6 @@ class Listener:
                     raise OSError(err, os.strerror(err))
         finally:
             gate.leave()
-
-    def _count_drops(self) -> None:
-        drops = _receive.drops(self._inode)
-        if drops is not None:
-            self._stream.kernel_drops(drops)
 
 
 __all__ = ["DEFAULT_RCVBUF", "DEFAULT_LINGER", "Listener", "ListenerStats", "Loss", "Item"]
