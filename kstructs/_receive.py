@@ -7,7 +7,7 @@ into an ``EventStream`` and answer the same three questions: ``resume`` (the
 rest of a batch an exception interrupted), ``receive`` (one system call's
 worth: how many datagrams, or a negative errno) and ``fallback`` (the
 receiver to go on with after an error). ``drops`` reads the socket's
-``Drops`` column of ``/proc/net/netlink``.
+``Drops`` column of ``/proc/net/netlink``; ``count_drops`` tells the stream.
 """
 
 from __future__ import annotations
@@ -135,6 +135,13 @@ def drops(inode: int) -> int | None:
             return drops_in(f, inode)
     except OSError:
         return None
+
+
+def count_drops(stream: EventStream, inode: int) -> None:
+    """Tell ``stream`` the kernel's drop count for socket ``inode``, when known."""
+    count = drops(inode)
+    if count is not None:
+        stream.kernel_drops(count)
 
 
 def drops_in(lines: Iterable[str], inode: int) -> int | None:

@@ -5,13 +5,15 @@ subscribes, and confirms the subscription by the kernel's reply. Then it
 yields events, blocking (``for ev in listener``), non-blocking
 (``fileno()`` + ``read()``) or under asyncio (``async for``).
 
-It only makes the system calls and reads ``/proc``. What the datagrams mean
--- the sender check, parsing, loss accounting, the user-space filter, the
-statistics, pacing -- is ``kstructs.stream``'s ``EventStream``; the requests,
-their nonces and what a reply means are ``kstructs._subscription``'s. The two
-ways of receiving (``recvmmsg()``, ``recvfrom()``) and reading the drop count
-are ``kstructs._receive``'s; who is reading, for ``close()`` from another
-thread, is ``kstructs._gate``'s.
+It only makes the system calls and reads ``/proc``; one module does each of
+the rest. ``kstructs.stream``'s ``EventStream``: what the datagrams mean (the
+sender check, parsing, loss accounting, the user-space filter, the statistics,
+pacing). ``kstructs._subscription``: the requests, their nonces, what a reply
+means, and the handshake that waits for it. ``kstructs._socket``: making,
+sizing and binding the socket, sending to it, and the errors that explain
+its failures. ``kstructs._receive``: the two ways of receiving
+(``recvmmsg()``, ``recvfrom()``) and the drop count. ``kstructs._gate``: who
+is reading, for ``close()`` from another thread.
 
 - With ``events``, it asks the kernel to filter (``struct proc_input``,
   Linux 6.6); the stream filters in user space as well, so older kernels
@@ -34,39 +36,23 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 import select
 import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, MutableSequence
-from types import TracebackType
+from functools import partial
 from typing import Final, Self
 
-from kstructs import _receive
+from kstructs import _receive, _socket
 from kstructs._gate import ReaderGate
-from kstructs._subscription import Subscription
-from kstructs.cn_proc import PROC_EVENT_ALL, EventKind
-from kstructs.connector import CN_IDX_PROC
+from kstructs._socket import DEFAULT_RCVBUF
+from kstructs._subscription import Exchange, Subscription
+from kstructs.cn_proc import EventKind
 from kstructs.errors import NamespaceError, NoAckError, NoConnectorError, PrivilegeError
-from kstructs.events import AckEvent
-from kstructs.netlink import NETLINK_CONNECTOR
 from kstructs.stream import DEFAULT_LINGER, EventStream, Item, ListenerStats, Loss
 
-# include/uapi/asm-generic/socket.h; alpha, parisc and sparc number it 0x100b.
-SO_RCVBUFFORCE: Final = getattr(
-    socket, "SO_RCVBUFFORCE", 0x100B if platform.machine().startswith(("alpha", "parisc", "sparc")) else 33
-)
-
-#: Receive buffer asked for by default. One event costs the queue about 800
-#: bytes (the skb's truesize), and the kernel doubles the request: 16 MiB of
-#: queue holds some 20 000 events, over half a second of a fork storm.
-DEFAULT_RCVBUF: Final = 8 << 20
-
 _BATCH: Final = 1024  # datagrams one read takes at most: bounds its latency and its list
-# The kernel answers a subscribe request inside sendmsg() (cn_rx_skb() runs
-# the callback synchronously): the probe for proc_input support needs no long wait.
-_PROBE_TIMEOUT: Final = 0.25
 
 
 class Listener:
@@ -125,7 +111,7 @@ class Listener:
         """The statistics, with the kernel's drop count taken in: ``lost``
         counts every datagram dropped for this socket so far."""
         if self._gate.sock is not None:
-            self._count_drops()
+            _receive.count_drops(self._stream, self._inode)
         return self._stream.stats
 
     # --- Life cycle ----------------------------------------------------
@@ -133,9 +119,7 @@ class Listener:
     def __enter__(self) -> Self:
         return self.open()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def open(self) -> Self:
@@ -144,33 +128,20 @@ class Listener:
             return self
         if self._closed:
             raise ValueError("listener is closed")
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
-        except OSError as e:
-            if e.errno == errno.EPROTONOSUPPORT:
-                why = "no connector in this kernel (CONFIG_CONNECTOR), or an emulator (qemu-user) not passing it"
-                raise NoConnectorError(e.errno, f"NETLINK_CONNECTOR is not supported: {why}") from e
-            raise
+        sock = _socket.bound(self.rcvbuf)
         self._subscription.owner = os.getpid()
         try:
             self._gate.open(sock)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
             self._stream.set_rcvbuf(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-            try:
-                sock.bind((0, CN_IDX_PROC))
-            except PermissionError as e:
-                raise PrivilegeError(
-                    e.errno, "binding to the process events group needs CAP_NET_ADMIN on this kernel (before Linux 6.6)"
-                ) from e
             self.port_id = self._subscription.port_id = sock.getsockname()[0]
             self._inode = os.fstat(sock.fileno()).st_ino
             self._poller.register(sock.fileno(), select.POLLIN)
             self._poller.register(self._gate.wake, select.POLLIN)
             self._receiver = _receive.receiver(sock)
-            self._subscribe()
+            send, wait = (lambda m: _socket.send(self._gate.current(), m)), (lambda s: self._poller.poll(s * 1000))
+            take = partial(self._drain, self._pending, wait=False)
+            io = Exchange(send, take, wait, time.monotonic, _socket.cap_net_admin)
+            self._subscription.subscribe(self.events, self.ack_timeout, io)
         except BaseException:
             self.close()
             raise
@@ -188,13 +159,8 @@ class Listener:
             self._receiver = None  # its buffers go with the last reference
             pid = os.getpid()
             try:
-                self._count_drops()
-                ignore = sub.ignore(pid)
-                if ignore is not None:
-                    try:
-                        sock.send(ignore)
-                    except OSError:  # the kernel then builds events nobody reads until its count resets
-                        sub.ignore_failed()
+                _receive.count_drops(self._stream, self._inode)
+                sub.release(pid, sock.send)
             finally:
                 gate.close(sock, owner=pid == sub.owner)
 
@@ -295,55 +261,6 @@ class Listener:
 
     # --- Internals -----------------------------------------------------
 
-    def _send(self, message: bytes) -> None:
-        try:
-            self._gate.current().send(message)
-        except ConnectionRefusedError as e:
-            raise NamespaceError(
-                e.errno, "the process connector answers only in the initial network namespace (ECONNREFUSED)"
-            ) from e
-
-    def _subscribe(self) -> None:
-        if self.events is None:
-            self._listen(None, self.ack_timeout)
-            return
-        # A filter. Its reply never reaches us (cn_filter() passes
-        # PROC_EVENT_NONE only to a socket that takes every kind), and a
-        # kernel before 6.6 ignores a proc_input without a word. So first
-        # subscribe to everything with a proc_input: a reply means the kernel
-        # reads proc_input; then narrow it.
-        if self._listen(PROC_EVENT_ALL, min(self.ack_timeout, _PROBE_TIMEOUT), required=False):
-            self._send(self._subscription.narrow(self.events))
-        else:
-            self._listen(None, self.ack_timeout)
-
-    def _listen(self, events: int | None, timeout: float, *, required: bool = True) -> bool:
-        """Subscribe, asking again once after an error reply (see
-        ``Subscription.verdict``): whether the kernel answered."""
-        attempt = 0
-        while True:
-            answer = Subscription.verdict(self._request(events, timeout), attempt, timeout, required=required)
-            if answer is not None:
-                return answer
-            attempt += 1
-
-    def _request(self, events: int | None, timeout: float) -> AckEvent | None:
-        """Send a LISTEN (again after an overflow) and wait up to ``timeout``: the reply, or None."""
-        sub, deadline = self._subscription, time.monotonic() + timeout
-        sub.start()
-        try:
-            while True:
-                if sub.due():
-                    self._send(sub.listen(events))
-                self._drain(self._pending, wait=False)
-                remaining = deadline - time.monotonic()
-                if sub.answered() or remaining <= 0:
-                    return self._stream.ack
-                if not sub.due():
-                    self._poller.poll(remaining * 1000)
-        finally:
-            self._stream.expect_ack(None)
-
     def _drain(self, out: MutableSequence[Item], *, wait: bool) -> None:
         """Receive up to _BATCH datagrams into the stream, and what it makes
         of them into ``out``; with ``wait``, block until the first arrives.
@@ -382,11 +299,6 @@ class Listener:
                     raise OSError(err, os.strerror(err))
         finally:
             gate.leave()
-
-    def _count_drops(self) -> None:
-        drops = _receive.drops(self._inode)
-        if drops is not None:
-            self._stream.kernel_drops(drops)
 
 
 __all__ = ["DEFAULT_RCVBUF", "DEFAULT_LINGER", "Listener", "ListenerStats", "Loss", "Item"]

@@ -27,6 +27,7 @@ from conftest import hang_guard
 
 from kstructs import _receive
 from kstructs import _subscription as subscription_module
+from kstructs._subscription import Exchange, Subscription
 from kstructs.cn_proc import EventKind
 from kstructs.connector import cn_msg
 from kstructs.events import (
@@ -574,15 +575,15 @@ def test_subscribing_without_privilege_after_binding_as_root() -> None:
     # Bound as root, then CAP_NET_ADMIN dropped before the LISTEN: before 6.6
     # cn_proc refuses the request itself (its reply says EPERM); 6.6 lets anyone subscribe.
     def body() -> int:
-        subscribe = Listener._subscribe
+        subscribe = Subscription.subscribe
 
-        def as_nobody(self: Listener) -> None:
+        def as_nobody(self: Subscription, events: int | None, timeout: float, io: Exchange) -> None:
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
-            subscribe(self)
+            subscribe(self, events, timeout, io)
 
-        Listener._subscribe = as_nobody  # type: ignore[method-assign]
+        Subscription.subscribe = as_nobody  # type: ignore[method-assign]
         try:
             with Listener() as lst:
                 return 0 if kernel() >= (6, 6) and lst.port_id != 0 else 1
@@ -594,13 +595,35 @@ def test_subscribing_without_privilege_after_binding_as_root() -> None:
         assert in_child(body) == 0
 
 
+@root
+def test_an_unanswered_listen_without_cap_net_admin_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a kernel before 6.6 does to a process that dropped CAP_NET_ADMIN
+    # after bind() while nobody else listens: it drops the request unanswered.
+    from kstructs import _socket
+
+    real = Subscription.request
+
+    def unanswered(self: Subscription, events: int | None, timeout: float, io: Exchange) -> AckEvent | None:
+        real(self, events, timeout, io)
+        return None
+
+    monkeypatch.setattr(Subscription, "request", unanswered)
+    monkeypatch.setattr(_socket, "cap_net_admin", lambda: False)
+    with pytest.raises(NoAckError) as info:
+        Listener(ack_timeout=0.05).open()
+    assert str(info.value) == (
+        "[Errno 110] no reply to PROC_CN_MCAST_LISTEN within 0.05 s: this process lacks CAP_NET_ADMIN,"
+        " and a kernel before Linux 6.6 ignores its subscription"
+    )
+
+
 @root  # a real NETLINK_CONNECTOR socket (qemu-user has none)
 def test_no_privilege_names_cap_net_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     class Refusing(socket.socket):
         def bind(self, address: Any) -> None:
             raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
 
-    monkeypatch.setattr(socket, "socket", Refusing)  # the module kstructs.listener calls
+    monkeypatch.setattr(socket, "socket", Refusing)  # the module kstructs._socket calls
     with pytest.raises(PrivilegeError) as info:
         Listener().open()
     assert isinstance(info.value, PermissionError) and info.value.errno == errno.EPERM

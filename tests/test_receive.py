@@ -209,6 +209,20 @@ def test_drops_not_known(text: str, inode: int) -> None:
     assert drops_in(io.StringIO(text), inode) is None
 
 
+@pytest.mark.parametrize(("count", "lost"), [(5, 5), (None, 0)])
+def test_count_drops_tells_the_stream(monkeypatch: pytest.MonkeyPatch, count: int | None, lost: int) -> None:
+    asked: list[int] = []
+
+    def drops(inode: int) -> int | None:
+        asked.append(inode)
+        return count
+
+    monkeypatch.setattr(_receive, "drops", drops)
+    stream = EventStream()
+    _receive.count_drops(stream, 91234)
+    assert asked == [91234] and stream.stats.lost == lost
+
+
 def test_the_drops_of_a_netlink_socket_of_this_kernel() -> None:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE) as sock:
         sock.bind((0, 0))  # listed once bound; no privilege needed

@@ -923,19 +923,21 @@ def sent_requests(
     monkeypatch: pytest.MonkeyPatch, around: Callable[[McastRequest], None] | None = None
 ) -> list[McastRequest]:
     """Log every request a Listener sends (``around`` runs before and after each)."""
-    sent: list[McastRequest] = []
-    real = Listener._send
+    from kstructs import _socket
 
-    def send(self: Listener, message: bytes) -> None:
+    sent: list[McastRequest] = []
+    real = _socket.send
+
+    def send(sock: socket.socket, message: bytes) -> None:
         request = parse_request(message)
         if around is not None:
             around(request)
         sent.append(request)
-        real(self, message)
+        real(sock, message)
         if around is not None:
             around(request)
 
-    monkeypatch.setattr(Listener, "_send", send)
+    monkeypatch.setattr(_socket, "send", send)
     return sent
 
 
@@ -986,28 +988,29 @@ def test_a_forged_error_reply_does_not_stop_open(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.root
 def test_an_error_reply_is_confirmed_under_a_fresh_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs._subscription import Exchange, Subscription
     from kstructs.events import AckEvent
 
-    real = Listener._request
+    real = Subscription.request
     answers: list[int] = []
 
-    def first_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
-        ack = real(self, events, timeout)
-        answers.append(self._subscription.nonce)
+    def first_refused(self: Subscription, events: int | None, timeout: float, io: Exchange) -> AckEvent | None:
+        ack = real(self, events, timeout, io)
+        answers.append(self.nonce)
         if len(answers) == 1 and ack is not None:
             return ack._replace(err=errno.EINVAL)  # a forgery under the first nonce
         return ack
 
-    monkeypatch.setattr(Listener, "_request", first_refused)
+    monkeypatch.setattr(Subscription, "request", first_refused)
     with alarm(), Listener() as listener:
         assert len(answers) == 2 and answers[0] != answers[1]
         assert probe_arrives(listener)
 
-    def always_refused(self: Listener, events: int | None, timeout: float) -> AckEvent | None:
-        ack = real(self, events, timeout)
+    def always_refused(self: Subscription, events: int | None, timeout: float, io: Exchange) -> AckEvent | None:
+        ack = real(self, events, timeout, io)
         return None if ack is None else ack._replace(err=errno.EINVAL)
 
-    monkeypatch.setattr(Listener, "_request", always_refused)
+    monkeypatch.setattr(Subscription, "request", always_refused)
     with alarm(), pytest.raises(OSError, match="refused PROC_CN_MCAST_LISTEN: Invalid argument") as info:
         Listener().open()
     assert info.value.errno == errno.EINVAL

@@ -1,21 +1,24 @@
-"""kstructs._subscription without a socket: requests, nonces, replies, the IGNORE owed."""
+"""kstructs._subscription without a socket: requests, nonces, replies, the
+handshake against a stand-in kernel and clock, the IGNORE owed."""
 
 from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 
 import pytest
 
 from kstructs import _subscription as subscription_module
-from kstructs._subscription import Subscription
+from kstructs._subscription import Exchange, Subscription
 from kstructs.errors import NoAckError, PrivilegeError
-from kstructs.events import AckEvent, parse_request
+from kstructs.events import AckEvent, McastRequest, parse_request
 from kstructs.stream import EventStream, Item
 
 # <linux/cn_proc.h>: enum proc_cn_mcast_op, and the kinds
 LISTEN, IGNORE = 1, 2
 FORK, EXIT = 0x1, 0x80000000
+PROC_EVENT_ALL = 0xE00003C7  # Linux 6.6: every kind, NONZERO_EXIT included
 
 
 def reply(ack: int, err: int = 0, seq: int = 1) -> bytes:
@@ -92,15 +95,23 @@ def ack(err: int) -> AckEvent:
     return AckEvent(1, 0x1235, 0, 1000, err)
 
 
+NO_REPLY = "[Errno 110] no reply to PROC_CN_MCAST_LISTEN within 1.5 s: "
+WITHOUT_CAP = "this process lacks CAP_NET_ADMIN, and a kernel before Linux 6.6 ignores its subscription"
+
+
 def test_verdict() -> None:
     assert Subscription.verdict(ack(0), 0, 1.0, required=True) is True
     assert Subscription.verdict(ack(0), 1, 1.0, required=True) is True
     assert Subscription.verdict(None, 0, 0.25, required=False) is False
     assert Subscription.verdict(ack(errno.EINVAL), 0, 1.0, required=True) is None  # ask again
     assert Subscription.verdict(ack(errno.EPERM), 0, 1.0, required=False) is None
-    with pytest.raises(NoAckError, match=r"^\[Errno 110\] no reply to PROC_CN_MCAST_LISTEN within 1.5 s: ") as no:
+    with pytest.raises(NoAckError) as no:
         Subscription.verdict(None, 0, 1.5, required=True)
     assert no.value.errno == errno.ETIMEDOUT
+    assert (
+        str(no.value)
+        == NO_REPLY + "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"
+    )
     with pytest.raises(PrivilegeError, match=r"needs CAP_NET_ADMIN on this kernel$") as perm:
         Subscription.verdict(ack(errno.EPERM), 1, 1.0, required=True)
     assert perm.value.errno == errno.EPERM
@@ -110,6 +121,180 @@ def test_verdict() -> None:
     # error is forged too and the plain request decides.
     assert Subscription.verdict(ack(errno.EINVAL), 1, 1.0, required=False) is False
     assert Subscription.verdict(ack(errno.EPERM), 1, 1.0, required=False) is False
+
+
+@pytest.mark.parametrize(
+    ("cap_net_admin", "why"),
+    [
+        (False, WITHOUT_CAP),
+        (True, "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"),
+        (None, "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"),
+    ],
+)
+def test_no_reply_says_what_is_known(cap_net_admin: bool | None, why: str) -> None:
+    # Before Linux 6.6, cn_proc_mcast_ctl() refuses a request from a process
+    # without CAP_NET_ADMIN, and cn_proc_ack() answers only while the kernel
+    # counts a listener: a process that dropped it after bind() hears nothing.
+    with pytest.raises(NoAckError) as no:
+        Subscription.verdict(None, 1, 1.5, required=True, cap_net_admin=cap_net_admin)
+    assert str(no.value) == NO_REPLY + why and no.value.errno == errno.ETIMEDOUT
+    assert Subscription.verdict(None, 0, 0.25, required=False, cap_net_admin=False) is False
+
+
+class Kernel:
+    """A stand-in for the kernel's side of the handshake: ``answer`` says
+    what it replies to each request (an errno, 0, or None: nothing), and its
+    clock moves only when the handshake waits."""
+
+    def __init__(self, sub: Subscription, answer: Callable[[McastRequest], int | None], cap: bool = True) -> None:
+        self.sub, self.answer, self.cap = sub, answer, cap
+        self.sent: list[McastRequest] = []
+        self.waits: list[float] = []
+        self.caps_read = 0
+        self.now = 1000.0
+        self.queue: list[bytes] = []
+        self.out: list[Item] = []
+        self.overflow = False  # the next take() meets an ENOBUFS first
+
+    def send(self, message: bytes) -> None:
+        request = parse_request(message)
+        self.sent.append(request)
+        err = self.answer(request)
+        if err is not None:  # cn_proc_ack(): seq as received, ack + 1
+            self.queue.append(reply((request.ack + 1) & 0xFFFFFFFF, err, seq=request.seq))
+
+    def take(self) -> None:
+        if self.overflow:
+            self.overflow, self.queue = False, []  # the reply went with the overflow
+            self.sub.stream.enobufs(self.out)
+        for data in self.queue:
+            self.sub.stream.receive(0, False, data, self.out)
+        self.queue.clear()
+        self.sub.stream.drained(self.out)
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def cap_net_admin(self) -> bool:
+        self.caps_read += 1
+        return self.cap
+
+    def io(self) -> Exchange:
+        return Exchange(self.send, self.take, self.wait, lambda: self.now, self.cap_net_admin)
+
+
+def since_6_6(request: McastRequest) -> int | None:
+    """Linux 6.6: every request answered, except one narrowed by a filter (cn_filter() drops it)."""
+    return None if request.events not in (None, PROC_EVENT_ALL) else 0
+
+
+def before_6_6(request: McastRequest) -> int | None:
+    """Before 6.6: a request with a proc_input is ignored (its length is not an op's)."""
+    return 0 if request.events is None else None
+
+
+def ops(kernel: Kernel) -> list[tuple[int, int | None]]:
+    return [(r.op, r.events) for r in kernel.sent]
+
+
+def test_subscribe_to_everything(sub: Subscription) -> None:
+    kernel = Kernel(sub, since_6_6)
+    sub.subscribe(None, 1.0, kernel.io())
+    assert ops(kernel) == [(LISTEN, None)] and kernel.sent[0].ack == 0x1234
+    assert kernel.waits == [] and kernel.caps_read == 0
+    assert sub.stream.ack is None  # no longer looked for
+    assert not sub.stream.stats.kernel_filter
+
+
+def test_subscribe_with_a_filter_the_kernel_reads(sub: Subscription) -> None:
+    kernel = Kernel(sub, since_6_6)
+    sub.subscribe(FORK, 1.0, kernel.io())
+    assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, FORK)]
+    assert [r.ack for r in kernel.sent] == [0x1234, 0x1234] and [r.seq for r in kernel.sent] == [1, 2]
+    assert kernel.waits == [] and sub.stream.stats.kernel_filter
+
+
+def test_subscribe_with_a_filter_before_6_6(sub: Subscription) -> None:
+    kernel = Kernel(sub, before_6_6)
+    sub.subscribe(FORK, 1.0, kernel.io())
+    assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)]
+    assert kernel.waits == [0.25]  # the probe waits no longer than that
+    assert kernel.caps_read == 0 and not sub.stream.stats.kernel_filter
+
+
+def test_no_reply_within_the_timeout(sub: Subscription) -> None:
+    kernel = Kernel(sub, lambda request: None, cap=True)
+    with pytest.raises(NoAckError) as no:
+        sub.subscribe(None, 1.5, kernel.io())
+    assert (
+        str(no.value)
+        == NO_REPLY + "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"
+    )
+    assert ops(kernel) == [(LISTEN, None)] and kernel.waits == [1.5]
+    assert sub.stream.ack is None and sub.listening  # the IGNORE is still owed
+
+
+def test_no_reply_without_cap_net_admin(sub: Subscription) -> None:
+    kernel = Kernel(sub, lambda request: None, cap=False)
+    with pytest.raises(NoAckError) as no:
+        sub.subscribe(FORK, 1.5, kernel.io())
+    assert str(no.value) == NO_REPLY + WITHOUT_CAP
+    assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)] and kernel.waits == [0.25, 1.5]
+    assert kernel.caps_read == 1  # only for the request that had to be answered
+
+
+def test_an_error_is_asked_again_under_a_fresh_nonce(sub: Subscription) -> None:
+    errors = [errno.EINVAL]
+    kernel = Kernel(sub, lambda request: errors.pop() if errors else 0)
+    sub.subscribe(None, 1.0, kernel.io())
+    assert ops(kernel) == [(LISTEN, None), (LISTEN, None)]
+    assert [r.ack for r in kernel.sent] == [0x1234, 0xFFFFFFFF]
+
+
+@pytest.mark.parametrize(
+    ("err", "kind", "message"),
+    [
+        (errno.EINVAL, OSError, "[Errno 22] the kernel refused PROC_CN_MCAST_LISTEN: Invalid argument"),
+        (errno.EPERM, PrivilegeError, "[Errno 1] listening to process events needs CAP_NET_ADMIN on this kernel"),
+    ],
+)
+def test_a_second_error_is_believed(sub: Subscription, err: int, kind: type[OSError], message: str) -> None:
+    kernel = Kernel(sub, lambda request: err)
+    with pytest.raises(kind) as refused:
+        sub.subscribe(None, 1.0, kernel.io())
+    assert str(refused.value) == message and refused.value.errno == err
+    assert [r.ack for r in kernel.sent] == [0x1234, 0xFFFFFFFF]
+
+
+def test_a_request_goes_again_after_an_overflow(sub: Subscription) -> None:
+    kernel = Kernel(sub, since_6_6)
+    kernel.overflow = True
+    sub.subscribe(None, 1.0, kernel.io())
+    assert ops(kernel) == [(LISTEN, None), (LISTEN, None)]
+    assert [r.ack for r in kernel.sent] == [0x1234, 0xFFFFFFFF] and kernel.waits == []
+
+
+def test_release(sub: Subscription) -> None:
+    sent: list[bytes] = []
+    sub.release(500, sent.append)
+    assert sent == [] and not sub.ignore_sent  # no LISTEN went out
+    sub.listen(None)
+    sub.release(501, sent.append)
+    assert sent == []  # a forked child
+    sub.release(500, sent.append)
+    assert [parse_request(m).op for m in sent] == [IGNORE] and sub.ignore_sent
+    sub.release(500, sent.append)
+    assert len(sent) == 1
+
+
+def test_release_that_cannot_send(sub: Subscription) -> None:
+    def refused(message: bytes) -> None:
+        raise OSError(errno.ECONNREFUSED, "refused")
+
+    sub.listen(None)
+    sub.release(500, refused)
+    assert not sub.ignore_sent
 
 
 def test_one_ignore_and_only_from_the_owner(sub: Subscription) -> None:
