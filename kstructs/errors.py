@@ -54,7 +54,8 @@ class PrivilegeError(KstructsError, PermissionError):
 
 
 class NoAckError(KstructsError, TimeoutError):
-    """No reply to the subscribe request: no ``CONFIG_PROC_EVENTS``, or not the initial namespaces."""
+    """No reply to the subscribe request: no ``CONFIG_PROC_EVENTS``, not the initial namespaces,
+    or (before Linux 6.6) no ``CAP_NET_ADMIN``."""
 
 
 class NamespaceError(KstructsError, ConnectionRefusedError):
