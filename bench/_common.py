@@ -11,6 +11,7 @@ import collections
 import contextlib
 import ctypes
 import datetime
+import io
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 import time
@@ -742,3 +744,31 @@ def workdir() -> Iterator[Path]:
 def require_root() -> None:
     if os.geteuid() != 0:
         sys.exit("bench: needs root (CAP_NET_ADMIN) to listen to process events")
+
+
+@contextlib.contextmanager
+def baseline_tree(rev: str) -> Iterator[Path]:
+    """The ``kstructs`` package at git revision ``rev``, extracted with ``git
+    archive`` into a temporary directory (removed on exit). Exits with one
+    line when git cannot, or when this tree or that one does not import its
+    own package."""
+    with tempfile.TemporaryDirectory(prefix="kstructs-baseline-") as tmp:
+        try:
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "kstructs"], capture_output=True, check=True
+            ).stdout
+        except subprocess.CalledProcessError as e:
+            why = e.stderr.decode(errors="replace").strip().splitlines()
+            raise SystemExit(f"git archive {rev}: {why[0] if why else e.returncode}") from None
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        old = Path(tmp)
+        code = "import kstructs, sys; sys.stdout.write(kstructs.__file__)"
+        for tree in (ROOT, old):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            found = subprocess.run(
+                [sys.executable, "-s", "-c", code], env=env, cwd=tree, capture_output=True, check=True, text=True
+            ).stdout
+            if not found.startswith(str(tree)):
+                raise SystemExit(f"{tree} does not import its own kstructs")
+        yield old

@@ -32,10 +32,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from watch_loop import _extract, _which
+import _common
 
 ROOT = Path(__file__).resolve().parent.parent
 #: (name, events: "kernel-filter" or "everything", datagrams per recvmmsg(), recvmmsg() calls per read)
@@ -171,11 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.callgrind and shutil.which("valgrind") is None:
         raise SystemExit("--callgrind needs valgrind")
-    with tempfile.TemporaryDirectory(prefix="kstructs-baseline-") as tmp:
-        old = _extract(args.baseline, tmp)
-        for tree in (ROOT, old):
-            if not _which(tree).startswith(str(tree)):
-                raise SystemExit(f"{tree} does not import its own kstructs")
+    with _common.baseline_tree(args.baseline) as old:
         load_before = os.getloadavg()[0]
         rows = []
         for shape in SHAPES:

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
+
+import _common
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMATS = ("text", "json")
@@ -137,27 +136,6 @@ def _run(tree: Path, fmt: str, args: argparse.Namespace) -> float:
     return float(result["us"])
 
 
-def _extract(rev: str, into: str) -> Path:
-    try:
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "kstructs"], capture_output=True, check=True
-        ).stdout
-    except subprocess.CalledProcessError as e:
-        why = e.stderr.decode(errors="replace").strip().splitlines()
-        raise SystemExit(f"git archive {rev}: {why[0] if why else e.returncode}") from None
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return Path(into)
-
-
-def _which(tree: Path) -> str:
-    code = "import kstructs, sys; sys.stdout.write(kstructs.__file__)"
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run(
-        [sys.executable, "-s", "-c", code], env=env, cwd=tree, capture_output=True, check=True, text=True
-    ).stdout
-
-
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--child":
         run_one(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
@@ -169,11 +147,7 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=3, help="loops per run, the least counts (default 3)")
     parser.add_argument("--baseline", default="HEAD", help="git revision to compare (default HEAD)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kstructs-baseline-") as tmp:
-        old = _extract(args.baseline, tmp)
-        for tree in (ROOT, old):
-            if not _which(tree).startswith(str(tree)):
-                raise SystemExit(f"{tree} does not import its own kstructs")
+    with _common.baseline_tree(args.baseline) as old:
         load_before = os.getloadavg()[0]
         times: dict[tuple[str, str], list[float]] = {(f, t): [] for f in FORMATS for t in ("this", "base")}
         for rep in range(args.reps):
