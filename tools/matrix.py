@@ -7,7 +7,12 @@ Run as root on a Debian (bookworm or newer) amd64 machine. Everything comes from
 Debian packages (and the test runner from PyPI for the pyenv interpreters); what
 is set up is kept under /var/cache/kstructs-matrix (--cache DIR or
 $KSTRUCTS_MATRIX_CACHE to use another) and reused by the next run. On a fresh
-machine the Debian roots are made with debootstrap while the checks run.
+machine the Debian roots are made with debootstrap while the checks run. A foreign
+root (s390x, armhf) gets debootstrap's first stage only (download and unpack, on the
+host); the host then unpacks the rest with dpkg-deb and byte-compiles its Python when
+the host's CPython has the root's X.Y: no dpkg, no maintainer script under qemu-user
+(a minute instead of half an hour). Such a root has no dpkg database: a package added
+to its list makes it anew.
 
 Cells:
   check:TRIPLE   compile-only layout check of the whole binding with TRIPLE-gcc and
@@ -401,22 +406,24 @@ def _ensure_root(root: Root, run: Run) -> float:
     start = time.monotonic()
     if root.qemu:
         register_qemu(root.qemu, run)
-    if have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split()):
+    grows = have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split())
+    if grows and has_dpkg_database(root.path):
         add_packages(root, sorted(set(root.spec.split()) - set(have)), run)
         stamp.write_text(root.spec)
         return time.monotonic() - start
+    # A root unpacked without dpkg (see unpack_root) has no database apt could add to: made anew.
     if mounts_under(root.path):
         raise SetupError(f"{root.path} has mounts left: unmount them first")
     if root.path.exists():
         shutil.rmtree(root.path)
-    run.say(f"debootstrap {root.suite} {root.arch} into {root.path} (a few minutes, more under emulation)")
+    how = "unpacked natively" if root.qemu else "a few minutes"
+    run.say(f"debootstrap {root.suite} {root.arch} into {root.path} ({how})")
     debs = CACHE / "debs" / root.name
     debs.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"setup-{root.name}.log"
     log.unlink(missing_ok=True)
-    # Two stages: the first downloads and unpacks (host tools); before the second (dpkg in the
-    # root, under qemu-user for a foreign one) dpkg is told not to fsync every file it writes,
-    # which is most of its time on a virtual disk. A throwaway root loses nothing by it.
+    # The first stage resolves the packages, downloads them and unpacks the required ones, with
+    # the host's own tools.
     argv: list[str | Path] = [
         "debootstrap",
         "--foreign",
@@ -430,14 +437,165 @@ def _ensure_root(root: Root, run: Run) -> float:
     ]
     if run_logged(argv, log, timeout=5400) != 0:
         raise SetupError(f"debootstrap {root.suite} {root.arch} failed: {last_line(log)} (see {log})")
-    unsafe = root.path / "etc" / "dpkg" / "dpkg.cfg.d" / "kstructs-matrix-unsafe-io"
-    unsafe.parent.mkdir(parents=True, exist_ok=True)
-    unsafe.write_text("force-unsafe-io\n")
-    second: list[str | Path] = ["chroot", root.path, "/debootstrap/debootstrap", "--second-stage"]
-    if run_logged(second, log, timeout=5400) != 0:
-        raise SetupError(f"debootstrap {root.suite} {root.arch} (second stage) failed: {last_line(log)} (see {log})")
+    if root.qemu:
+        # The second stage would run dpkg, every maintainer script and the byte-compilation
+        # under qemu-user: half an hour for s390x on two cores. The host does it in a minute.
+        unpack_root(root, log)
+    else:
+        # The second stage runs dpkg in the root (natively here); dpkg is told not to fsync every
+        # file it writes, which is most of its time on a virtual disk. A throwaway root loses
+        # nothing by it.
+        unsafe = root.path / "etc" / "dpkg" / "dpkg.cfg.d" / "kstructs-matrix-unsafe-io"
+        unsafe.parent.mkdir(parents=True, exist_ok=True)
+        unsafe.write_text("force-unsafe-io\n")
+        second: list[str | Path] = ["chroot", root.path, "/debootstrap/debootstrap", "--second-stage"]
+        if run_logged(second, log, timeout=5400) != 0:
+            raise SetupError(
+                f"debootstrap {root.suite} {root.arch} (second stage) failed: {last_line(log)} (see {log})"
+            )
     stamp.write_text(root.spec)
     return time.monotonic() - start
+
+
+def has_dpkg_database(path: Path) -> bool:
+    """Whether dpkg installed the root at ``path`` (debootstrap's second stage): its status file
+    lists packages. A root unpacked by unpack_root keeps the first stage's empty one."""
+    status = path / "var" / "lib" / "dpkg" / "status"
+    return status.exists() and status.stat().st_size > 0
+
+
+# --- foreign roots, unpacked by the host ----------------------------------------------------------
+
+
+def deb_paths(debpaths: str) -> list[str]:
+    """The packages debootstrap's first stage fetched, from its debootstrap/debpaths ("PACKAGE
+    PATH" a line, PATH inside the root): the paths, in its order."""
+    out = []
+    for line in debpaths.splitlines():
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].endswith(".deb"):
+            raise SetupError(f"debootstrap/debpaths: unexpected line {line!r}")
+        out.append(fields[1])
+    return out
+
+
+def deb_python(paths: Sequence[str]) -> tuple[int, int] | None:
+    """The CPython X.Y a root gets, from the file name of its pythonX.Y-minimal package."""
+    for path in paths:
+        found = re.fullmatch(r"python3\.(\d+)-minimal_[^/]*\.deb", path.rsplit("/", 1)[-1])
+        if found:
+            return 3, int(found.group(1))
+    return None
+
+
+def native_bytecode(root: tuple[int, int] | None, host: tuple[int, int]) -> bool:
+    """Whether the host's interpreter may byte-compile a root's Python modules: a .pyc holds no
+    byte-order-dependent data, and its format (the magic number) changes only with X.Y."""
+    return root == host
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One ``update-alternatives --install`` of a maintainer script, its slaves' links included."""
+
+    name: str
+    path: str
+    priority: int
+    links: tuple[tuple[str, str, str], ...]  # (link, name, path): the master first
+
+
+_INSTALL = re.compile(r"--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
+_SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
+
+
+def script_alternatives(script: str) -> list[Alternative]:
+    """The alternatives a maintainer script installs, from its literal update-alternatives calls
+    (shell comments dropped, continued lines joined; one with a variable in it is left out)."""
+    lines = [line.split("#", 1)[0] if line.lstrip().startswith("#") else line for line in script.splitlines()]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
+    out = []
+    for call in re.finditer(r"update-alternatives\b[^\n]*", text):
+        for m in _INSTALL.finditer(call.group(0)):
+            link, name, path, priority, slaves = m.groups()
+            links = [(link, name, path)] + [(s[1], s[2], s[3]) for s in _SLAVE.finditer(slaves)]
+            if not any("$" in part for entry in links for part in entry):
+                out.append(Alternative(name, path, int(priority), tuple(links)))
+    return out
+
+
+def best_alternatives(found: Sequence[Alternative], exists: Callable[[str], bool]) -> list[Alternative]:
+    """update-alternatives' automatic mode: of each name, the highest priority whose path exists."""
+    best: dict[str, Alternative] = {}
+    for alt in found:
+        if exists(alt.path) and (alt.name not in best or alt.priority > best[alt.name].priority):
+            best[alt.name] = alt
+    return list(best.values())
+
+
+def unpack_root(root: Root, log: Path) -> None:
+    """Finish a first-stage root the way the suite needs it, with host tools only: every fetched
+    package unpacked, the users and groups of base-passwd, base-files' defaults, the alternatives
+    of the maintainer scripts, the loader's cache, and the Python modules byte-compiled when the
+    host's CPython has the root's X.Y. No dpkg database is written (has_dpkg_database)."""
+    path = root.path
+    paths = deb_paths((path / "debootstrap" / "debpaths").read_text())
+    alternatives: list[Alternative] = []
+    with log.open("ab") as out:
+        out.write(f"\nmatrix: unpacking {len(paths)} packages natively\n".encode())
+    for name in paths:
+        deb = path / name.lstrip("/")
+        # Into the merged-/usr root the first stage made: /bin and friends stay symlinks; owners
+        # by number, as dpkg leaves them (base-passwd's ids are fixed).
+        tar = "tar -x --keep-directory-symlink --numeric-owner -f -"
+        unpack = f"dpkg-deb --fsys-tarfile {shlex.quote(str(deb))} | {tar}"
+        if run_logged(["bash", "-o", "pipefail", "-ec", unpack], log, cwd=path) != 0:
+            raise SetupError(f"unpacking {deb.name} into {root.name} failed: {last_line(log)} (see {log})")
+        postinst = subprocess.run(["dpkg-deb", "--info", deb, "postinst"], capture_output=True, check=False)
+        if postinst.returncode == 0:
+            alternatives += script_alternatives(postinst.stdout.decode(errors="replace"))
+        deb.unlink()  # a copy of the one under the cache's debs
+    # debootstrap left /proc a symlink to the host's, for its second stage: chroot_mounts mounts there.
+    if (path / "proc").is_symlink():
+        (path / "proc").unlink()
+        (path / "proc").mkdir()
+    etc = path / "etc"
+    for src, dst in (
+        ("usr/share/base-passwd/passwd.master", "etc/passwd"),  # base-passwd's preinst
+        ("usr/share/base-passwd/group.master", "etc/group"),
+        ("usr/share/base-files/profile", "etc/profile"),  # base-files' postinst
+        ("usr/share/base-files/dot.profile", "root/.profile"),
+        ("usr/share/base-files/dot.bashrc", "root/.bashrc"),
+        ("usr/share/libc-bin/nsswitch.conf", "etc/nsswitch.conf"),  # libc-bin's postinst
+    ):
+        if (path / src).exists() and not (path / dst).exists():
+            shutil.copy2(path / src, path / dst)
+    if (path / "usr/share/zoneinfo/Etc/UTC").exists() and not (etc / "localtime").is_symlink():
+        (etc / "localtime").symlink_to("/usr/share/zoneinfo/Etc/UTC")  # tzdata's, asked nothing
+        (etc / "timezone").write_text("Etc/UTC\n")
+    for alt in best_alternatives(alternatives, lambda p: (path / p.lstrip("/")).exists()):
+        for link, name, target in alt.links:
+            if (path / target.lstrip("/")).exists():
+                (etc / "alternatives" / name).unlink(missing_ok=True)
+                (etc / "alternatives" / name).symlink_to(target)
+                (path / link.lstrip("/")).unlink(missing_ok=True)
+                (path / link.lstrip("/")).symlink_to(f"/etc/alternatives/{name}")
+    # libc-bin's trigger: the root's own ldconfig (a static binary, a second under qemu-user).
+    if run_logged(["chroot", path, "/sbin/ldconfig"], log, timeout=600) != 0:
+        raise SetupError(f"ldconfig in {root.name} failed: {last_line(log)} (see {log})")
+    python = deb_python(paths)
+    if native_bytecode(python, sys.version_info[:2]):
+        # What py3compile does in the maintainer scripts, with the names the root sees. A module
+        # that does not compile (test data) stays source, as there.
+        assert python is not None
+        dirs = [path / "usr" / "lib" / f"python3.{python[1]}", path / "usr" / "lib" / "python3" / "dist-packages"]
+        compile_all: list[str | Path] = [sys.executable, "-m", "compileall", "-q", "-j", "0"]
+        compile_all += ["--invalidation-mode", "timestamp", "-s", path, "-p", "/", *dirs]
+        run_logged(compile_all, log, timeout=1800)
+    else:
+        with log.open("ab") as out:
+            found = "none" if python is None else f"3.{python[1]}"
+            out.write(f"matrix: root's Python {found}, host's {sys.version.split()[0]}: no bytecode\n".encode())
+    shutil.rmtree(path / "debootstrap")
 
 
 def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
