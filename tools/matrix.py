@@ -540,8 +540,7 @@ def unpack_root(root: Root, log: Path) -> None:
     path = root.path
     paths = deb_paths((path / "debootstrap" / "debpaths").read_text())
     alternatives: list[Alternative] = []
-    with log.open("ab") as out:
-        out.write(f"\nmatrix: unpacking {len(paths)} packages natively\n".encode())
+    begin = time.monotonic()
     for name in paths:
         deb = path / name.lstrip("/")
         # Into the merged-/usr root the first stage made: /bin and friends stay symlinks; owners
@@ -554,6 +553,7 @@ def unpack_root(root: Root, log: Path) -> None:
         if postinst.returncode == 0:
             alternatives += script_alternatives(postinst.stdout.decode(errors="replace"))
         deb.unlink()  # a copy of the one under the cache's debs
+    _note(log, f"{len(paths)} packages unpacked natively in {time.monotonic() - begin:.0f} s")
     # debootstrap left /proc a symlink to the host's, for its second stage: chroot_mounts mounts there.
     if (path / "proc").is_symlink():
         (path / "proc").unlink()
@@ -590,12 +590,18 @@ def unpack_root(root: Root, log: Path) -> None:
         dirs = [path / "usr" / "lib" / f"python3.{python[1]}", path / "usr" / "lib" / "python3" / "dist-packages"]
         compile_all: list[str | Path] = [sys.executable, "-m", "compileall", "-q", "-j", "0"]
         compile_all += ["--invalidation-mode", "timestamp", "-s", path, "-p", "/", *dirs]
-        run_logged(compile_all, log, timeout=1800)
+        begin = time.monotonic()
+        code = run_logged(compile_all, log, timeout=1800)
+        _note(log, f"byte-compiled natively in {time.monotonic() - begin:.0f} s (exit {code})")
     else:
-        with log.open("ab") as out:
-            found = "none" if python is None else f"3.{python[1]}"
-            out.write(f"matrix: root's Python {found}, host's {sys.version.split()[0]}: no bytecode\n".encode())
+        found = "none" if python is None else f"3.{python[1]}"
+        _note(log, f"the root's Python is {found}, the host's {sys.version.split()[0]}: no bytecode")
     shutil.rmtree(path / "debootstrap")
+
+
+def _note(log: Path, text: str) -> None:
+    with log.open("a") as out:
+        out.write(f"matrix: {text}\n")
 
 
 def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
