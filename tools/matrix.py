@@ -8,11 +8,10 @@ Debian packages (and the test runner from PyPI for the pyenv interpreters); what
 is set up is kept under /var/cache/kstructs-matrix (--cache DIR or
 $KSTRUCTS_MATRIX_CACHE to use another) and reused by the next run. On a fresh
 machine the Debian roots are made with debootstrap while the checks run. A foreign
-root (s390x, armhf) gets debootstrap's first stage only (download and unpack, on the
-host); the host then unpacks the rest with dpkg-deb and byte-compiles its Python when
-the host's CPython has the root's X.Y: no dpkg, no maintainer script under qemu-user
-(a minute instead of half an hour). Such a root has no dpkg database: a package added
-to its list makes it anew.
+root (s390x, armhf) gets debootstrap's first stage only; the host finishes it
+(tools/debroot.py: dpkg-deb, and the host's CPython for the bytecode), so that no dpkg
+and no maintainer script runs under qemu-user (a minute instead of half an hour). Such
+a root has no dpkg database: a package added to its list makes it anew.
 
 Cells:
   check:TRIPLE   compile-only layout check of the whole binding with TRIPLE-gcc and
@@ -61,12 +60,18 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # run as a script (tools/matrix), its sibling is tools.debroot
+
+from tools import debroot  # noqa: E402
+from tools.debroot import SetupError  # noqa: E402
+
 #: Where setup is kept between runs (--cache DIR or KSTRUCTS_MATRIX_CACHE); see use_cache.
 DEFAULT_CACHE = Path("/var/cache/kstructs-matrix")
 CACHE = DEFAULT_CACHE
@@ -133,10 +138,6 @@ settings.register_profile("matrix", deadline=None, suppress_health_check=[Health
 settings.load_profile("matrix")
 """
 SUITE_TIMEOUT = 3600
-
-
-class SetupError(Exception):
-    """A step that prepares a cell failed: one line, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -283,13 +284,6 @@ def apt_install(packages: Sequence[str], run: Run) -> None:
         raise SetupError(f"apt-get install {' '.join(missing)} failed (see {log})")
 
 
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve()) + "/"
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1].replace("\\040", " ") for line in f]
-    return [p for p in points if p.startswith(prefix)]
-
-
 def copy_project(dest: Path) -> None:
     """The working tree's tracked and new files (what git would commit), copied to ``dest``."""
     listed = subprocess.run(
@@ -407,12 +401,12 @@ def _ensure_root(root: Root, run: Run) -> float:
     if root.qemu:
         register_qemu(root.qemu, run)
     grows = have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split())
-    if grows and has_dpkg_database(root.path):
+    if grows and debroot.has_dpkg_database(root.path):
         add_packages(root, sorted(set(root.spec.split()) - set(have)), run)
         stamp.write_text(root.spec)
         return time.monotonic() - start
-    # A root unpacked without dpkg (see unpack_root) has no database apt could add to: made anew.
-    if mounts_under(root.path):
+    # A root unpacked without dpkg (tools/debroot.py) has no database apt could add to: made anew.
+    if debroot.mounts_under(root.path):
         raise SetupError(f"{root.path} has mounts left: unmount them first")
     if root.path.exists():
         shutil.rmtree(root.path)
@@ -422,186 +416,22 @@ def _ensure_root(root: Root, run: Run) -> float:
     debs.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"setup-{root.name}.log"
     log.unlink(missing_ok=True)
-    # The first stage resolves the packages, downloads them and unpacks the required ones, with
-    # the host's own tools.
-    argv: list[str | Path] = [
-        "debootstrap",
-        "--foreign",
-        "--variant=minbase",
-        f"--arch={root.arch}",
-        f"--include={','.join([*ROOT_PACKAGES, *root.extra])}",
-        f"--cache-dir={debs}",
-        root.suite,
-        root.path,
-        MIRROR,
-    ]
-    if run_logged(argv, log, timeout=5400) != 0:
-        raise SetupError(f"debootstrap {root.suite} {root.arch} failed: {last_line(log)} (see {log})")
-    if root.qemu:
-        # The second stage would run dpkg, every maintainer script and the byte-compilation
-        # under qemu-user: half an hour for s390x on two cores. The host does it in a minute.
-        unpack_root(root, log)
-    else:
-        # The second stage runs dpkg in the root (natively here); dpkg is told not to fsync every
-        # file it writes, which is most of its time on a virtual disk. A throwaway root loses
-        # nothing by it.
-        unsafe = root.path / "etc" / "dpkg" / "dpkg.cfg.d" / "kstructs-matrix-unsafe-io"
-        unsafe.parent.mkdir(parents=True, exist_ok=True)
-        unsafe.write_text("force-unsafe-io\n")
-        second: list[str | Path] = ["chroot", root.path, "/debootstrap/debootstrap", "--second-stage"]
-        if run_logged(second, log, timeout=5400) != 0:
-            raise SetupError(
-                f"debootstrap {root.suite} {root.arch} (second stage) failed: {last_line(log)} (see {log})"
-            )
+    try:
+        debroot.make_root(
+            root.path,
+            arch=root.arch,
+            suite=root.suite,
+            packages=[*ROOT_PACKAGES, *root.extra],
+            mirror=MIRROR,
+            cache_dir=debs,
+            log=log,
+            run=run_logged,
+            foreign=root.qemu is not None,
+        )
+    except SetupError as e:
+        raise SetupError(f"{e}: {last_line(log)} (see {log})") from None
     stamp.write_text(root.spec)
     return time.monotonic() - start
-
-
-def has_dpkg_database(path: Path) -> bool:
-    """Whether dpkg installed the root at ``path`` (debootstrap's second stage): its status file
-    lists packages. A root unpacked by unpack_root keeps the first stage's empty one."""
-    status = path / "var" / "lib" / "dpkg" / "status"
-    return status.exists() and status.stat().st_size > 0
-
-
-# --- foreign roots, unpacked by the host ----------------------------------------------------------
-
-
-def deb_paths(debpaths: str) -> list[str]:
-    """The packages debootstrap's first stage fetched, from its debootstrap/debpaths ("PACKAGE
-    PATH" a line, PATH inside the root): the paths, in its order."""
-    out = []
-    for line in debpaths.splitlines():
-        fields = line.split()
-        if len(fields) != 2 or not fields[1].endswith(".deb"):
-            raise SetupError(f"debootstrap/debpaths: unexpected line {line!r}")
-        out.append(fields[1])
-    return out
-
-
-def deb_python(paths: Sequence[str]) -> tuple[int, int] | None:
-    """The CPython X.Y a root gets, from the file name of its pythonX.Y-minimal package."""
-    for path in paths:
-        found = re.fullmatch(r"python3\.(\d+)-minimal_[^/]*\.deb", path.rsplit("/", 1)[-1])
-        if found:
-            return 3, int(found.group(1))
-    return None
-
-
-def native_bytecode(root: tuple[int, int] | None, host: tuple[int, int]) -> bool:
-    """Whether the host's interpreter may byte-compile a root's Python modules: a .pyc holds no
-    byte-order-dependent data, and its format (the magic number) changes only with X.Y."""
-    return root == host
-
-
-@dataclass(frozen=True)
-class Alternative:
-    """One ``update-alternatives --install`` of a maintainer script, its slaves' links included."""
-
-    name: str
-    path: str
-    priority: int
-    links: tuple[tuple[str, str, str], ...]  # (link, name, path): the master first
-
-
-_INSTALL = re.compile(r"--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
-_SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
-
-
-def script_alternatives(script: str) -> list[Alternative]:
-    """The alternatives a maintainer script installs, from its literal update-alternatives calls
-    (shell comments dropped, continued lines joined; one with a variable in it is left out)."""
-    lines = [line.split("#", 1)[0] if line.lstrip().startswith("#") else line for line in script.splitlines()]
-    text = re.sub(r"\\\n", " ", "\n".join(lines))
-    out = []
-    for call in re.finditer(r"update-alternatives\b[^\n]*", text):
-        for m in _INSTALL.finditer(call.group(0)):
-            link, name, path, priority, slaves = m.groups()
-            links = [(link, name, path)] + [(s[1], s[2], s[3]) for s in _SLAVE.finditer(slaves)]
-            if not any("$" in part for entry in links for part in entry):
-                out.append(Alternative(name, path, int(priority), tuple(links)))
-    return out
-
-
-def best_alternatives(found: Sequence[Alternative], exists: Callable[[str], bool]) -> list[Alternative]:
-    """update-alternatives' automatic mode: of each name, the highest priority whose path exists."""
-    best: dict[str, Alternative] = {}
-    for alt in found:
-        if exists(alt.path) and (alt.name not in best or alt.priority > best[alt.name].priority):
-            best[alt.name] = alt
-    return list(best.values())
-
-
-def unpack_root(root: Root, log: Path) -> None:
-    """Finish a first-stage root the way the suite needs it, with host tools only: every fetched
-    package unpacked, the users and groups of base-passwd, base-files' defaults, the alternatives
-    of the maintainer scripts, the loader's cache, and the Python modules byte-compiled when the
-    host's CPython has the root's X.Y. No dpkg database is written (has_dpkg_database)."""
-    path = root.path
-    paths = deb_paths((path / "debootstrap" / "debpaths").read_text())
-    alternatives: list[Alternative] = []
-    begin = time.monotonic()
-    for name in paths:
-        deb = path / name.lstrip("/")
-        # Into the merged-/usr root the first stage made: /bin and friends stay symlinks; owners
-        # by number, as dpkg leaves them (base-passwd's ids are fixed).
-        tar = "tar -x --keep-directory-symlink --numeric-owner -f -"
-        unpack = f"dpkg-deb --fsys-tarfile {shlex.quote(str(deb))} | {tar}"
-        if run_logged(["bash", "-o", "pipefail", "-ec", unpack], log, cwd=path) != 0:
-            raise SetupError(f"unpacking {deb.name} into {root.name} failed: {last_line(log)} (see {log})")
-        postinst = subprocess.run(["dpkg-deb", "--info", deb, "postinst"], capture_output=True, check=False)
-        if postinst.returncode == 0:
-            alternatives += script_alternatives(postinst.stdout.decode(errors="replace"))
-        deb.unlink()  # a copy of the one under the cache's debs
-    _note(log, f"{len(paths)} packages unpacked natively in {time.monotonic() - begin:.0f} s")
-    # debootstrap left /proc a symlink to the host's, for its second stage: chroot_mounts mounts there.
-    if (path / "proc").is_symlink():
-        (path / "proc").unlink()
-        (path / "proc").mkdir()
-    etc = path / "etc"
-    for src, dst in (
-        ("usr/share/base-passwd/passwd.master", "etc/passwd"),  # base-passwd's preinst
-        ("usr/share/base-passwd/group.master", "etc/group"),
-        ("usr/share/base-files/profile", "etc/profile"),  # base-files' postinst
-        ("usr/share/base-files/dot.profile", "root/.profile"),
-        ("usr/share/base-files/dot.bashrc", "root/.bashrc"),
-        ("usr/share/libc-bin/nsswitch.conf", "etc/nsswitch.conf"),  # libc-bin's postinst
-    ):
-        if (path / src).exists() and not (path / dst).exists():
-            shutil.copy2(path / src, path / dst)
-    if (path / "usr/share/zoneinfo/Etc/UTC").exists() and not (etc / "localtime").is_symlink():
-        (etc / "localtime").symlink_to("/usr/share/zoneinfo/Etc/UTC")  # tzdata's, asked nothing
-        (etc / "timezone").write_text("Etc/UTC\n")
-    for alt in best_alternatives(alternatives, lambda p: (path / p.lstrip("/")).exists()):
-        for link, name, target in alt.links:
-            if (path / target.lstrip("/")).exists():
-                (etc / "alternatives" / name).unlink(missing_ok=True)
-                (etc / "alternatives" / name).symlink_to(target)
-                (path / link.lstrip("/")).unlink(missing_ok=True)
-                (path / link.lstrip("/")).symlink_to(f"/etc/alternatives/{name}")
-    # libc-bin's trigger: the root's own ldconfig (a static binary, a second under qemu-user).
-    if run_logged(["chroot", path, "/sbin/ldconfig"], log, timeout=600) != 0:
-        raise SetupError(f"ldconfig in {root.name} failed: {last_line(log)} (see {log})")
-    python = deb_python(paths)
-    if native_bytecode(python, sys.version_info[:2]):
-        # What py3compile does in the maintainer scripts, with the names the root sees. A module
-        # that does not compile (test data) stays source, as there.
-        assert python is not None
-        dirs = [path / "usr" / "lib" / f"python3.{python[1]}", path / "usr" / "lib" / "python3" / "dist-packages"]
-        compile_all: list[str | Path] = [sys.executable, "-m", "compileall", "-q", "-j", "0"]
-        compile_all += ["--invalidation-mode", "timestamp", "-s", path, "-p", "/", *dirs]
-        begin = time.monotonic()
-        code = run_logged(compile_all, log, timeout=1800)
-        _note(log, f"byte-compiled natively in {time.monotonic() - begin:.0f} s (exit {code})")
-    else:
-        found = "none" if python is None else f"3.{python[1]}"
-        _note(log, f"the root's Python is {found}, the host's {sys.version.split()[0]}: no bytecode")
-    shutil.rmtree(path / "debootstrap")
-
-
-def _note(log: Path, text: str) -> None:
-    with log.open("a") as out:
-        out.write(f"matrix: {text}\n")
 
 
 def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
@@ -613,35 +443,10 @@ def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
     # signature is still checked, its age is not.
     update = "apt-get -o Acquire::Check-Valid-Until=false update -qq"
     apt = f"{update} && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
-    with chroot_mounts(root):
+    with debroot.chroot_mounts(root.path):
         code = run_logged(["chroot", root.path, "/bin/sh", "-c", f"{apt} {' '.join(packages)}"], log)
     if code != 0:
         raise SetupError(f"apt-get install {' '.join(packages)} in {root.name} failed: {last_line(log)}")
-
-
-@contextlib.contextmanager
-def chroot_mounts(root: Root) -> Iterator[None]:
-    """/proc, /sys, /dev (and its submounts, as slaves) and a fresh /tmp inside ``root``."""
-    done: list[Path] = []
-    try:
-        for kind, src, dst, opts in (
-            ("proc", "proc", "proc", []),
-            ("sysfs", "sysfs", "sys", []),
-            (None, "/dev", "dev", ["--rbind"]),
-            ("tmpfs", "tmpfs", "tmp", ["-o", "mode=1777"]),
-        ):
-            point = root.path / dst
-            point.mkdir(exist_ok=True)
-            argv = ["mount", *opts, src, str(point)] if kind is None else ["mount", "-t", kind, *opts, src, str(point)]
-            if subprocess.run(argv, check=False).returncode != 0:
-                raise SetupError(f"cannot mount {src} on {point}")
-            done.append(point)
-            if kind is None:
-                subprocess.run(["mount", "--make-rslave", str(point)], check=False)
-        yield
-    finally:
-        for point in reversed(done):
-            subprocess.run(["umount", "-R", "-l", str(point)], check=False)
 
 
 def root_suite(
@@ -664,7 +469,7 @@ def root_suite(
         pytest = [python, "-m", "pytest", *pytest_options(emulated=root.qemu is not None)]
         pytest += [*(["-m", markers] if markers else []), *(paths or ["tests"])]
         argv += ["/bin/sh", "-c", f"cd /kstructs-src && exec {shlex.join(pytest)}"]
-        with chroot_mounts(root):
+        with debroot.chroot_mounts(root.path):
             pytest_cell(argv, row, run)
 
 
