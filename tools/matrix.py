@@ -7,7 +7,11 @@ Run as root on a Debian (bookworm or newer) amd64 machine. Everything comes from
 Debian packages (and the test runner from PyPI for the pyenv interpreters); what
 is set up is kept under /var/cache/kstructs-matrix (--cache DIR or
 $KSTRUCTS_MATRIX_CACHE to use another) and reused by the next run. On a fresh
-machine the Debian roots are made with debootstrap while the checks run.
+machine the Debian roots are made with debootstrap while the checks run. A foreign
+root (s390x, armhf) gets debootstrap's first stage only; the host finishes it
+(tools/debroot.py: dpkg-deb, and the host's CPython for the bytecode), so that no dpkg
+and no maintainer script runs under qemu-user (a minute instead of half an hour). Such
+a root has no dpkg database: a package added to its list makes it anew.
 
 Cells:
   check:TRIPLE   compile-only layout check of the whole binding with TRIPLE-gcc and
@@ -56,12 +60,18 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # run as a script (tools/matrix), its sibling is tools.debroot
+
+from tools import debroot  # noqa: E402
+from tools.debroot import SetupError  # noqa: E402
+
 #: Where setup is kept between runs (--cache DIR or KSTRUCTS_MATRIX_CACHE); see use_cache.
 DEFAULT_CACHE = Path("/var/cache/kstructs-matrix")
 CACHE = DEFAULT_CACHE
@@ -128,10 +138,6 @@ settings.register_profile("matrix", deadline=None, suppress_health_check=[Health
 settings.load_profile("matrix")
 """
 SUITE_TIMEOUT = 3600
-
-
-class SetupError(Exception):
-    """A step that prepares a cell failed: one line, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -278,13 +284,6 @@ def apt_install(packages: Sequence[str], run: Run) -> None:
         raise SetupError(f"apt-get install {' '.join(missing)} failed (see {log})")
 
 
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve()) + "/"
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1].replace("\\040", " ") for line in f]
-    return [p for p in points if p.startswith(prefix)]
-
-
 def copy_project(dest: Path) -> None:
     """The working tree's tracked and new files (what git would commit), copied to ``dest``."""
     listed = subprocess.run(
@@ -401,41 +400,36 @@ def _ensure_root(root: Root, run: Run) -> float:
     start = time.monotonic()
     if root.qemu:
         register_qemu(root.qemu, run)
-    if have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split()):
+    grows = have[:2] == root.spec.split()[:2] and set(have) < set(root.spec.split())
+    if grows and debroot.has_dpkg_database(root.path):
         add_packages(root, sorted(set(root.spec.split()) - set(have)), run)
         stamp.write_text(root.spec)
         return time.monotonic() - start
-    if mounts_under(root.path):
+    # A root unpacked without dpkg (tools/debroot.py) has no database apt could add to: made anew.
+    if debroot.mounts_under(root.path):
         raise SetupError(f"{root.path} has mounts left: unmount them first")
     if root.path.exists():
         shutil.rmtree(root.path)
-    run.say(f"debootstrap {root.suite} {root.arch} into {root.path} (a few minutes, more under emulation)")
+    how = "unpacked natively" if root.qemu else "a few minutes"
+    run.say(f"debootstrap {root.suite} {root.arch} into {root.path} ({how})")
     debs = CACHE / "debs" / root.name
     debs.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"setup-{root.name}.log"
     log.unlink(missing_ok=True)
-    # Two stages: the first downloads and unpacks (host tools); before the second (dpkg in the
-    # root, under qemu-user for a foreign one) dpkg is told not to fsync every file it writes,
-    # which is most of its time on a virtual disk. A throwaway root loses nothing by it.
-    argv: list[str | Path] = [
-        "debootstrap",
-        "--foreign",
-        "--variant=minbase",
-        f"--arch={root.arch}",
-        f"--include={','.join([*ROOT_PACKAGES, *root.extra])}",
-        f"--cache-dir={debs}",
-        root.suite,
-        root.path,
-        MIRROR,
-    ]
-    if run_logged(argv, log, timeout=5400) != 0:
-        raise SetupError(f"debootstrap {root.suite} {root.arch} failed: {last_line(log)} (see {log})")
-    unsafe = root.path / "etc" / "dpkg" / "dpkg.cfg.d" / "kstructs-matrix-unsafe-io"
-    unsafe.parent.mkdir(parents=True, exist_ok=True)
-    unsafe.write_text("force-unsafe-io\n")
-    second: list[str | Path] = ["chroot", root.path, "/debootstrap/debootstrap", "--second-stage"]
-    if run_logged(second, log, timeout=5400) != 0:
-        raise SetupError(f"debootstrap {root.suite} {root.arch} (second stage) failed: {last_line(log)} (see {log})")
+    try:
+        debroot.make_root(
+            root.path,
+            arch=root.arch,
+            suite=root.suite,
+            packages=[*ROOT_PACKAGES, *root.extra],
+            mirror=MIRROR,
+            cache_dir=debs,
+            log=log,
+            run=run_logged,
+            foreign=root.qemu is not None,
+        )
+    except SetupError as e:
+        raise SetupError(f"{e}: {last_line(log)} (see {log})") from None
     stamp.write_text(root.spec)
     return time.monotonic() - start
 
@@ -449,35 +443,10 @@ def add_packages(root: Root, packages: Sequence[str], run: Run) -> None:
     # signature is still checked, its age is not.
     update = "apt-get -o Acquire::Check-Valid-Until=false update -qq"
     apt = f"{update} && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
-    with chroot_mounts(root):
+    with debroot.chroot_mounts(root.path):
         code = run_logged(["chroot", root.path, "/bin/sh", "-c", f"{apt} {' '.join(packages)}"], log)
     if code != 0:
         raise SetupError(f"apt-get install {' '.join(packages)} in {root.name} failed: {last_line(log)}")
-
-
-@contextlib.contextmanager
-def chroot_mounts(root: Root) -> Iterator[None]:
-    """/proc, /sys, /dev (and its submounts, as slaves) and a fresh /tmp inside ``root``."""
-    done: list[Path] = []
-    try:
-        for kind, src, dst, opts in (
-            ("proc", "proc", "proc", []),
-            ("sysfs", "sysfs", "sys", []),
-            (None, "/dev", "dev", ["--rbind"]),
-            ("tmpfs", "tmpfs", "tmp", ["-o", "mode=1777"]),
-        ):
-            point = root.path / dst
-            point.mkdir(exist_ok=True)
-            argv = ["mount", *opts, src, str(point)] if kind is None else ["mount", "-t", kind, *opts, src, str(point)]
-            if subprocess.run(argv, check=False).returncode != 0:
-                raise SetupError(f"cannot mount {src} on {point}")
-            done.append(point)
-            if kind is None:
-                subprocess.run(["mount", "--make-rslave", str(point)], check=False)
-        yield
-    finally:
-        for point in reversed(done):
-            subprocess.run(["umount", "-R", "-l", str(point)], check=False)
 
 
 def root_suite(
@@ -500,7 +469,7 @@ def root_suite(
         pytest = [python, "-m", "pytest", *pytest_options(emulated=root.qemu is not None)]
         pytest += [*(["-m", markers] if markers else []), *(paths or ["tests"])]
         argv += ["/bin/sh", "-c", f"cd /kstructs-src && exec {shlex.join(pytest)}"]
-        with chroot_mounts(root):
+        with debroot.chroot_mounts(root.path):
             pytest_cell(argv, row, run)
 
 
