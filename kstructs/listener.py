@@ -131,7 +131,10 @@ class Listener:
         sock = _socket.bound(self.rcvbuf)
         self._subscription.owner = os.getpid()
         try:
-            self._gate.open(sock)
+            with self._gate.lock:
+                self._gate.open(sock)
+                if self._closed:  # by a close() while binding (another thread, a signal handler)
+                    raise ValueError("listener is closed")
             self._stream.set_rcvbuf(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
             self.port_id = self._subscription.port_id = sock.getsockname()[0]
             self._inode = os.fstat(sock.fileno()).st_ino

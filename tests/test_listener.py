@@ -8,6 +8,7 @@ about this test's own processes, found by pid.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import os
@@ -408,6 +409,37 @@ def test_open_is_idempotent_and_close_final() -> None:
         lst.open()
     with pytest.raises(ValueError, match="not open"):
         lst.read()
+
+
+def _eventfds() -> int:
+    """How many eventfds this process has open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir() had open
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+    return count
+
+
+@root
+def test_close_from_another_thread_while_open_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    lst = Listener()
+    made: list[socket.socket] = []
+
+    class Closing(socket.socket):
+        def bind(self, address: Any) -> None:
+            made.append(self)
+            super().bind(address)
+            closer = threading.Thread(target=lst.close)
+            closer.start()
+            closer.join()
+
+    monkeypatch.setattr(socket, "socket", Closing)  # the module kstructs._socket calls
+    before = _eventfds()
+    with pytest.raises(ValueError) as info:
+        lst.open()
+    assert str(info.value) == "listener is closed"
+    assert len(made) == 1 and made[0].fileno() == -1
+    assert lst.closed and not lst.ignore_sent and _eventfds() == before
 
 
 # --- Sender check -------------------------------------------------------------
