@@ -143,7 +143,7 @@ class Listener:
             self._receiver = _receive.receiver(sock)
             send, wait = (lambda m: _socket.send(self._gate.current(), m)), (lambda s: self._poller.poll(s * 1000))
             take = partial(self._drain, self._pending, wait=False)
-            io = Exchange(send, take, wait, time.monotonic, _socket.cap_net_admin)
+            io = Exchange(send, take, wait, time.monotonic, _socket.cap_net_admin, _socket.kernel_version)
             self._subscription.subscribe(self.events, self.ack_timeout, io)
         except BaseException:
             self.close()

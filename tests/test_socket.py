@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import socket
+import subprocess
 from typing import Any
 
 import pytest
@@ -206,6 +207,31 @@ def test_cap_net_admin_is_what_capget_says() -> None:
     except (OSError, AttributeError) as e:  # qemu-user may not pass capget() on
         pytest.skip(f"capget() is not available: {e}")
     assert _socket.cap_net_admin() is bool(effective >> 12 & 1)
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        ("6.18.0-arch1-1", (6, 18)),
+        ("6.1.0-13-amd64", (6, 1)),
+        ("5.15.0", (5, 15)),
+        ("6.6", (6, 6)),
+        ("10.2-rc1", (10, 2)),
+        ("4.19.325+", (4, 19)),
+        ("6", None),
+        ("6.", None),
+        ("6.x", None),
+        ("", None),
+        ("v6.1", None),
+    ],
+)
+def test_kernel_version_in(release: str, expected: tuple[int, int] | None) -> None:
+    assert _socket.kernel_version_in(release) == expected
+
+
+def test_kernel_version_is_what_uname_says() -> None:
+    major, minor = subprocess.run(["uname", "-r"], capture_output=True, text=True, check=True).stdout.split(".")[:2]
+    assert _socket.kernel_version() == (int(major), int("".join(c for c in minor if c.isdigit())))
 
 
 @pytest.mark.root
