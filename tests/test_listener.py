@@ -442,6 +442,33 @@ def test_close_from_another_thread_while_open_binds(monkeypatch: pytest.MonkeyPa
     assert lst.closed and not lst.ignore_sent and _eventfds() == before
 
 
+@root
+@pytest.mark.parametrize("where", ["setsockopt", "bind"])
+def test_a_failed_open_leaves_the_listener_unopened(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    # As a failed socket() always did: the listener may be opened again.
+    failures = [OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))]
+
+    class Failing(socket.socket):
+        def setsockopt(self, *args: Any) -> None:
+            if where == "setsockopt" and failures:
+                raise failures.pop()
+            super().setsockopt(*args)
+
+        def bind(self, address: Any) -> None:
+            if where == "bind" and failures:
+                raise failures.pop()
+            super().bind(address)
+
+    monkeypatch.setattr(socket, "socket", Failing)  # the module kstructs._socket calls
+    lst = Listener()
+    with pytest.raises(OSError) as info:
+        lst.open()
+    assert info.value.errno == errno.ENOMEM and lst.closed and not failures
+    with lst.open():
+        assert not lst.closed and lst.port_id != 0
+    assert lst.ignore_sent
+
+
 # --- Sender check -------------------------------------------------------------
 
 
