@@ -443,6 +443,26 @@ def test_close_from_another_thread_while_open_binds(monkeypatch: pytest.MonkeyPa
 
 
 @root
+def test_an_interrupted_handshake_closes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    lst = Listener()
+    real = Subscription.request
+    socks: list[socket.socket] = []
+
+    def interrupted(self: Subscription, events: int | None, timeout: float, io: Exchange) -> AckEvent | None:
+        real(self, events, timeout, io)  # the LISTEN went out
+        assert lst._gate.sock is not None
+        socks.append(lst._gate.sock)
+        raise KeyboardInterrupt  # a signal handler's exception
+
+    monkeypatch.setattr(Subscription, "request", interrupted)
+    before = _eventfds()
+    with pytest.raises(KeyboardInterrupt):
+        lst.open()
+    assert len(socks) == 1 and socks[0].fileno() == -1
+    assert lst.closed and lst.ignore_sent and _eventfds() == before
+
+
+@root
 @pytest.mark.parametrize("where", ["setsockopt", "bind"])
 def test_a_failed_open_leaves_the_listener_unopened(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     # As a failed socket() always did: the listener may be opened again.

@@ -20,9 +20,9 @@ AF_NETLINK, NETLINK_CONNECTOR, CN_IDX_PROC = 16, 11, 1  # <linux/socket.h>, <lin
 
 
 class Fake:
-    """A socket whose calls fail as ``fail`` says: {method name: the OSError to raise}."""
+    """A socket whose calls fail as ``fail`` says: {method name: the exception to raise}."""
 
-    def __init__(self, fail: dict[str, OSError]) -> None:
+    def __init__(self, fail: dict[str, BaseException]) -> None:
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
         self.closed = False
@@ -132,6 +132,14 @@ def test_a_failure_after_socket_closes_it(monkeypatch: pytest.MonkeyPatch, where
     with pytest.raises(OSError) as info:
         _socket.bound(4096)
     assert info.value.errno == errno.ENOMEM and not isinstance(info.value, KstructsError)
+    assert fake.closed
+
+
+def test_an_interrupted_bind_closes_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Fake({"bind": KeyboardInterrupt()})  # a signal handler's exception
+    stand_in(monkeypatch, fake)
+    with pytest.raises(KeyboardInterrupt):
+        _socket.bound(4096)
     assert fake.closed
 
 

@@ -171,6 +171,7 @@ class Kernel:
         self.queue: list[bytes] = []
         self.out: list[Item] = []
         self.overflow = False  # the next take() meets an ENOBUFS first
+        self.take_time = 0.0  # seconds each take() takes
 
     def send(self, message: bytes) -> None:
         request = parse_request(message)
@@ -180,6 +181,7 @@ class Kernel:
             self.queue.append(reply((request.ack + 1) & 0xFFFFFFFF, err, seq=request.seq))
 
     def take(self) -> None:
+        self.now += self.take_time
         if self.overflow:
             self.overflow, self.queue = False, []  # the reply went with the overflow
             self.sub.stream.enobufs(self.out)
@@ -241,6 +243,15 @@ def test_subscribe_with_a_filter_before_6_6(sub: Subscription) -> None:
     assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)]
     assert kernel.waits == [0.25]  # the probe waits no longer than that
     assert kernel.caps_read == kernel.versions_read == 0 and not sub.stream.stats.kernel_filter
+
+
+def test_the_wait_is_what_is_left_of_the_timeout(sub: Subscription) -> None:
+    kernel = Kernel(sub, lambda request: None)
+    kernel.take_time = 0.5
+    with pytest.raises(NoAckError):
+        sub.subscribe(None, 1.5, kernel.io())
+    assert kernel.waits == [1.0]  # after the first take(), 1 s of the 1.5 s is left
+    assert kernel.now - 1000.0 <= 1.5 + kernel.take_time  # the last take() ends past the deadline at most
 
 
 def test_no_reply_within_the_timeout(sub: Subscription) -> None:
