@@ -46,7 +46,7 @@ DEFAULT_RCVBUF: Final = 8 << 20
 
 def bound(rcvbuf: int) -> socket.socket:
     """A ``NETLINK_CONNECTOR`` socket bound to the process events group, its
-    receive buffer asked for ``rcvbuf`` bytes (closed again if that fails)."""
+    receive buffer asked for ``rcvbuf`` bytes (closed again if sizing or binding fails)."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
     except OSError as e:

@@ -45,6 +45,7 @@ from kstructs.events import (
     encode_event,
     encode_listen,
     encode_mcast,
+    parse_request,
 )
 from kstructs.listener import Item, Listener, Loss, NamespaceError, NoAckError, NoConnectorError, PrivilegeError
 from kstructs.netlink import NETLINK_CONNECTOR, NLMSG_HDRLEN, nlmsghdr
@@ -398,6 +399,22 @@ def test_ack_and_exactly_one_ignore(events: EventKind | None, replies: int) -> N
         acks = _replies(seen, a._subscription.nonce)
         assert len(acks) == replies
         assert all(ack.err == 0 and 0 <= ack.cpu < NCPU for ack in acks)
+
+
+@root
+def test_every_request_goes_through_the_socket_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kstructs import _socket
+
+    sent: list[int] = []
+    real = _socket.send
+
+    def send(sock: socket.socket, message: bytes) -> None:
+        sent.append(parse_request(message).op)
+        real(sock, message)
+
+    monkeypatch.setattr(_socket, "send", send)
+    Listener().open().close()
+    assert sent == [1, 2]  # PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE (<linux/cn_proc.h>)
 
 
 @root

@@ -1,5 +1,6 @@
-"""kstructs._socket on a stand-in socket: what each failure becomes, and the
-capability read from /proc (no root)."""
+"""kstructs._socket on a stand-in socket: what each failure becomes, the
+capability read from /proc and the kernel's version from uname (no root); and
+the capability once root's are dropped (marked root)."""
 
 from __future__ import annotations
 
