@@ -10,7 +10,8 @@ failure that has a known cause raised as the error that names it.
 - ``send()`` failing with ``ECONNREFUSED`` is a ``NamespaceError``: the
   process connector answers only in the initial network namespace.
 - ``cap_net_admin()`` reads the process's ``CapEff`` from ``/proc/self/status``,
-  which explains a request the kernel left unanswered.
+  and ``kernel_version()`` the running kernel's version from ``uname()``: together
+  they explain a request the kernel left unanswered.
 
 Other failures stay ``OSError`` with their errno.
 """
@@ -18,7 +19,9 @@ Other failures stay ``OSError`` with their errno.
 from __future__ import annotations
 
 import errno
+import os
 import platform
+import re
 import socket
 from collections.abc import Iterable
 from typing import Final
@@ -43,7 +46,7 @@ DEFAULT_RCVBUF: Final = 8 << 20
 
 def bound(rcvbuf: int) -> socket.socket:
     """A ``NETLINK_CONNECTOR`` socket bound to the process events group, its
-    receive buffer asked for ``rcvbuf`` bytes (closed again if that fails)."""
+    receive buffer asked for ``rcvbuf`` bytes (closed again if sizing or binding fails)."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
     except OSError as e:
@@ -96,3 +99,14 @@ def cap_net_admin_in(lines: Iterable[str]) -> bool | None:
             except (IndexError, ValueError):
                 return None
     return None
+
+
+def kernel_version() -> tuple[int, int] | None:
+    """The running kernel's (major, minor) version (None: not known)."""
+    return kernel_version_in(os.uname().release)
+
+
+def kernel_version_in(release: str) -> tuple[int, int] | None:
+    """``kernel_version`` from a ``uname -r`` string: ``6.1.0-13-amd64`` is (6, 1)."""
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return None if match is None else (int(match[1]), int(match[2]))

@@ -44,6 +44,7 @@ class Exchange(NamedTuple):
     wait: Callable[[float], object]  # until something arrives, or for that many seconds
     clock: Callable[[], float]  # monotonic seconds
     cap_net_admin: Callable[[], bool | None]  # whether the process holds CAP_NET_ADMIN (None: not known)
+    kernel: Callable[[], tuple[int, int] | None]  # the running kernel's (major, minor) (None: not known)
 
 
 class Subscription:
@@ -115,8 +116,8 @@ class Subscription:
         attempt = 0
         while True:
             ack = self.request(events, timeout, io)
-            cap = io.cap_net_admin() if ack is None and required else None
-            answer = self.verdict(ack, attempt, timeout, required=required, cap_net_admin=cap)
+            cap, kernel = (io.cap_net_admin(), io.kernel()) if ack is None and required else (None, None)
+            answer = self.verdict(ack, attempt, timeout, required=required, cap_net_admin=cap, kernel=kernel)
             if answer is not None:
                 return answer
             attempt += 1
@@ -141,20 +142,28 @@ class Subscription:
 
     @staticmethod
     def verdict(
-        ack: AckEvent | None, attempt: int, timeout: float, *, required: bool, cap_net_admin: bool | None = None
+        ack: AckEvent | None,
+        attempt: int,
+        timeout: float,
+        *,
+        required: bool,
+        cap_net_admin: bool | None = None,
+        kernel: tuple[int, int] | None = None,
     ) -> bool | None:
         """What the reply to request ``attempt`` (0, then 1) means: ``True``
         subscribed, ``False`` no reply (when not ``required``), ``None`` ask
         again under a fresh nonce. Raises for no reply when ``required``
-        (``cap_net_admin``: whether the process holds it, None: not known),
-        and for a second error when ``required``; a second error to the probe
-        (not ``required``) is ``False``."""
+        (``cap_net_admin``: whether the process holds it, ``kernel``: the
+        running kernel's (major, minor); None: not known), and for a second
+        error when ``required``; a second error to the probe (not
+        ``required``) is ``False``."""
         if ack is None:
             if not required:
                 return False
-            if cap_net_admin is False:
+            if cap_net_admin is False and kernel is not None and kernel < (6, 6):
                 # Before 6.6, cn_proc refuses a request without CAP_NET_ADMIN,
-                # and cn_proc_ack() says so only while someone listens.
+                # and cn_proc_ack() says so only while someone listens. Since
+                # 6.6 it checks no capability: the reasons below remain.
                 why = "this process lacks CAP_NET_ADMIN, and a kernel before Linux 6.6 ignores its subscription"
             else:
                 why = "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"

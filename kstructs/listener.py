@@ -5,15 +5,16 @@ subscribes, and confirms the subscription by the kernel's reply. Then it
 yields events, blocking (``for ev in listener``), non-blocking
 (``fileno()`` + ``read()``) or under asyncio (``async for``).
 
-It only makes the system calls and reads ``/proc``; one module does each of
-the rest. ``kstructs.stream``'s ``EventStream``: what the datagrams mean (the
-sender check, parsing, loss accounting, the user-space filter, the statistics,
-pacing). ``kstructs._subscription``: the requests, their nonces, what a reply
-means, and the handshake that waits for it. ``kstructs._socket``: making,
-sizing and binding the socket, sending to it, and the errors that explain
-its failures. ``kstructs._receive``: the two ways of receiving
-(``recvmmsg()``, ``recvfrom()``) and the drop count. ``kstructs._gate``: who
-is reading, for ``close()`` from another thread.
+Itself it keeps the life cycle (``open()``, ``close()``), the ``poll()`` that
+waits, the read loop (what each receive's errno means) and the iterators; one
+module does each of the rest. ``kstructs.stream``'s ``EventStream``: what the
+datagrams mean (the sender check, parsing, loss accounting, the user-space
+filter, the statistics, pacing). ``kstructs._subscription``: the requests,
+their nonces, what a reply means, and the handshake that waits for it.
+``kstructs._socket``: making, sizing and binding the socket, sending to it,
+and the errors that explain its failures. ``kstructs._receive``: the two ways
+of receiving (``recvmmsg()``, ``recvfrom()``) and the drop count.
+``kstructs._gate``: who is reading, for ``close()`` from another thread.
 
 - With ``events``, it asks the kernel to filter (``struct proc_input``,
   Linux 6.6); the stream filters in user space as well, so older kernels
@@ -131,16 +132,18 @@ class Listener:
         sock = _socket.bound(self.rcvbuf)
         self._subscription.owner = os.getpid()
         try:
-            self._gate.open(sock)
+            with self._gate.lock:
+                self._gate.open(sock)
+                if self._closed:  # by a close() while binding (another thread, a signal handler)
+                    raise ValueError("listener is closed")
             self._stream.set_rcvbuf(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
             self.port_id = self._subscription.port_id = sock.getsockname()[0]
             self._inode = os.fstat(sock.fileno()).st_ino
             self._poller.register(sock.fileno(), select.POLLIN)
             self._poller.register(self._gate.wake, select.POLLIN)
             self._receiver = _receive.receiver(sock)
-            send, wait = (lambda m: _socket.send(self._gate.current(), m)), (lambda s: self._poller.poll(s * 1000))
             take = partial(self._drain, self._pending, wait=False)
-            io = Exchange(send, take, wait, time.monotonic, _socket.cap_net_admin)
+            io = Exchange(self._send, take, self._wait, time.monotonic, _socket.cap_net_admin, _socket.kernel_version)
             self._subscription.subscribe(self.events, self.ack_timeout, io)
         except BaseException:
             self.close()
@@ -160,7 +163,7 @@ class Listener:
             pid = os.getpid()
             try:
                 _receive.count_drops(self._stream, self._inode)
-                sub.release(pid, sock.send)
+                sub.release(pid, partial(_socket.send, sock))
             finally:
                 gate.close(sock, owner=pid == sub.owner)
 
@@ -260,6 +263,12 @@ class Listener:
                 gate.leave()
 
     # --- Internals -----------------------------------------------------
+
+    def _send(self, message: bytes) -> None:
+        _socket.send(self._gate.current(), message)  # the handshake's: ValueError once closed meanwhile
+
+    def _wait(self, seconds: float) -> None:
+        self._poller.poll(seconds * 1000)  # the handshake's: a datagram or close()'s eventfd wakes it
 
     def _drain(self, out: MutableSequence[Item], *, wait: bool) -> None:
         """Receive up to _BATCH datagrams into the stream, and what it makes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
 import json
 import os
 import queue
@@ -894,13 +895,23 @@ def _run(*args: str, child: list[str], timeout: float = hang_guard(30), **popen:
         text=True,
         **popen,
     )
-    _wait_subscribed(proc)
-    kid = subprocess.Popen(child)
-    kid.wait(timeout)
-    _wait_idle(proc)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        _wait_subscribed(proc)
+        kid = subprocess.Popen(child)
+        kid.wait(timeout)
+        _wait_idle(proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        _stop(proc)
     return proc.returncode, out, err, kid.pid
+
+
+def _stop(proc: subprocess.Popen[str] | None) -> None:
+    """Kill ``proc`` if it still runs (a wait failed): no watch is left behind."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def _wait_subscribed(proc: subprocess.Popen[str]) -> None:
@@ -915,30 +926,54 @@ def _wait_subscribed(proc: subprocess.Popen[str]) -> None:
 
 
 def _wait_idle(proc: subprocess.Popen[str], *, fallback: float = 0.5) -> None:
-    """Until watch sleeps in its loop's poll(): it has taken and written every
-    event sent before (the kernel wakes it as it queues one, so a woken watch
-    reads as running). Where /proc/PID/syscall cannot tell, ``fallback`` seconds."""
-    if os.uname().machine != "x86_64" or ctypes.sizeof(ctypes.c_void_p) != 8:  # not x86_64's syscall numbers
-        time.sleep(hang_guard(fallback))
-        return
+    """Until watch sleeps in its loop's poll() with nothing queued: it has
+    taken and written every event sent before (the kernel wakes it as it
+    queues one, so a woken watch reads as running). Where /proc cannot tell,
+    ``fallback`` seconds."""
     deadline = time.monotonic() + hang_guard(10)
-    while not _in_loop_poll(proc.pid):
+    while not (idle := _in_loop_poll(proc.pid)):
+        if idle is None:
+            time.sleep(hang_guard(fallback))
+            return
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
 
 
-def _in_loop_poll(pid: int) -> bool:
+def _in_loop_poll(pid: int) -> bool | None:
     """Whether ``pid`` sleeps in poll() (x86_64's syscall 7) with no timeout or
-    one longer than any wait of the subscription (ack_timeout, 1 s): watch's
-    loop, not the Listener waiting for the kernel's reply."""
+    one longer than any wait of the subscription (the Listener's default
+    ack_timeout), and its connector socket's receive queue is empty (Rmem 0 in
+    /proc/net/netlink): watch's loop, not the Listener waiting for the
+    kernel's reply. None: /proc cannot tell (another architecture, or a
+    /proc/PID/syscall that cannot be read or parsed)."""
+    if os.uname().machine != "x86_64" or ctypes.sizeof(ctypes.c_void_p) != 8:  # not x86_64's syscall numbers
+        return None
     try:
         fields = Path(f"/proc/{pid}/syscall").read_text().split()
-    except OSError:
+        if fields == ["running"]:
+            return False
+        number = int(fields[0])  # -1: blocked outside a system call
+        timeout = int(fields[3], 16) & 0xFFFFFFFF if number == 7 else 0  # a C int
+    except (OSError, IndexError, ValueError):
+        return None
+    ack_ms = inspect.signature(Listener).parameters["ack_timeout"].default * 1000
+    if number != 7 or not (timeout >= 0x80000000 or timeout > ack_ms):
         return False
-    if len(fields) < 4 or fields[0] != "7":
-        return False
-    timeout = int(fields[3], 16) & 0xFFFFFFFF  # a C int
-    return timeout >= 0x80000000 or timeout > 1000
+    sockets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            sockets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    with open("/proc/net/netlink") as f:
+        header = f.readline().split()
+        eth, rmem, inode = header.index("Eth"), header.index("Rmem"), header.index("Inode")
+        rows = [line.split() for line in f]
+    return any(r[eth] == "11" and f"socket:[{r[inode]}]" in sockets and r[rmem] == "0" for r in rows)
+
+
+def test_in_loop_poll_says_when_proc_cannot_tell() -> None:
+    assert _in_loop_poll(1 << 30) is None  # no such process: pid_max is at most 2**22
+    if _in_loop_poll(os.getpid()) is not None:  # x86_64
+        assert _in_loop_poll(os.getpid()) is False  # reading its own /proc, not in poll()
 
 
 def _port_or_none(pid: int) -> int | None:
@@ -952,6 +987,7 @@ def _port_or_none(pid: int) -> int | None:
 def test_pid_filter_follows_descendants() -> None:
     script = "sh -c 'true; sh -c true'; true"
     parent = subprocess.Popen(["sh", "-c", f"read x; {script}"], stdin=subprocess.PIPE, text=True)
+    proc: subprocess.Popen[str] | None = None
     try:
         proc = subprocess.Popen(
             command("watch", "--format", "json", "--pid", str(parent.pid)),
@@ -969,6 +1005,7 @@ def test_pid_filter_follows_descendants() -> None:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=hang_guard(30))
     finally:
+        _stop(proc)
         if parent.poll() is None:
             parent.kill()
     assert proc.returncode == 0, err

@@ -223,6 +223,14 @@ def test_count_drops_tells_the_stream(monkeypatch: pytest.MonkeyPatch, count: in
     assert asked == [91234] and stream.stats.lost == lost
 
 
+def test_an_unknown_count_leaves_the_one_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_receive, "drops", lambda inode: None)
+    stream = EventStream()
+    stream.kernel_drops(3)
+    _receive.count_drops(stream, 91234)
+    assert stream.stats.lost == 3
+
+
 def test_the_drops_of_a_netlink_socket_of_this_kernel() -> None:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE) as sock:
         sock.bind((0, 0))  # listed once bound; no privilege needed

@@ -1,5 +1,6 @@
-"""kstructs._socket on a stand-in socket: what each failure becomes, and the
-capability read from /proc (no root)."""
+"""kstructs._socket on a stand-in socket: what each failure becomes, the
+capability read from /proc and the kernel's version from uname (no root); and
+the capability once root's are dropped (marked root)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ctypes
 import errno
 import os
 import socket
+import subprocess
 from typing import Any
 
 import pytest
@@ -19,9 +21,9 @@ AF_NETLINK, NETLINK_CONNECTOR, CN_IDX_PROC = 16, 11, 1  # <linux/socket.h>, <lin
 
 
 class Fake:
-    """A socket whose calls fail as ``fail`` says: {method name: the OSError to raise}."""
+    """A socket whose calls fail as ``fail`` says: {method name: the exception to raise}."""
 
-    def __init__(self, fail: dict[str, OSError]) -> None:
+    def __init__(self, fail: dict[str, BaseException]) -> None:
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
         self.closed = False
@@ -134,6 +136,14 @@ def test_a_failure_after_socket_closes_it(monkeypatch: pytest.MonkeyPatch, where
     assert fake.closed
 
 
+def test_an_interrupted_bind_closes_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Fake({"bind": KeyboardInterrupt()})  # a signal handler's exception
+    stand_in(monkeypatch, fake)
+    with pytest.raises(KeyboardInterrupt):
+        _socket.bound(4096)
+    assert fake.closed
+
+
 def test_send() -> None:
     fake = Fake({})
     _socket.send(fake, b"request")  # type: ignore[arg-type]
@@ -206,6 +216,31 @@ def test_cap_net_admin_is_what_capget_says() -> None:
     except (OSError, AttributeError) as e:  # qemu-user may not pass capget() on
         pytest.skip(f"capget() is not available: {e}")
     assert _socket.cap_net_admin() is bool(effective >> 12 & 1)
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        ("6.18.0-arch1-1", (6, 18)),
+        ("6.1.0-13-amd64", (6, 1)),
+        ("5.15.0", (5, 15)),
+        ("6.6", (6, 6)),
+        ("10.2-rc1", (10, 2)),
+        ("4.19.325+", (4, 19)),
+        ("6", None),
+        ("6.", None),
+        ("6.x", None),
+        ("", None),
+        ("v6.1", None),
+    ],
+)
+def test_kernel_version_in(release: str, expected: tuple[int, int] | None) -> None:
+    assert _socket.kernel_version_in(release) == expected
+
+
+def test_kernel_version_is_what_uname_says() -> None:
+    major, minor = subprocess.run(["uname", "-r"], capture_output=True, text=True, check=True).stdout.split(".")[:2]
+    assert _socket.kernel_version() == (int(major), int("".join(c for c in minor if c.isdigit())))
 
 
 @pytest.mark.root

@@ -97,6 +97,7 @@ def ack(err: int) -> AckEvent:
 
 NO_REPLY = "[Errno 110] no reply to PROC_CN_MCAST_LISTEN within 1.5 s: "
 WITHOUT_CAP = "this process lacks CAP_NET_ADMIN, and a kernel before Linux 6.6 ignores its subscription"
+NAMESPACES = "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"
 
 
 def test_verdict() -> None:
@@ -124,37 +125,53 @@ def test_verdict() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cap_net_admin", "why"),
+    ("cap_net_admin", "kernel", "why"),
     [
-        (False, WITHOUT_CAP),
-        (True, "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"),
-        (None, "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"),
+        (False, (6, 1), WITHOUT_CAP),
+        (False, (6, 5), WITHOUT_CAP),
+        (False, (5, 15), WITHOUT_CAP),
+        (False, (6, 6), NAMESPACES),
+        (False, (6, 18), NAMESPACES),
+        (False, (10, 0), NAMESPACES),
+        (False, None, NAMESPACES),
+        (True, (6, 1), NAMESPACES),
+        (None, (6, 1), NAMESPACES),
+        (True, (6, 18), NAMESPACES),
     ],
 )
-def test_no_reply_says_what_is_known(cap_net_admin: bool | None, why: str) -> None:
+def test_no_reply_says_what_is_known(cap_net_admin: bool | None, kernel: tuple[int, int] | None, why: str) -> None:
     # Before Linux 6.6, cn_proc_mcast_ctl() refuses a request from a process
     # without CAP_NET_ADMIN, and cn_proc_ack() answers only while the kernel
     # counts a listener: a process that dropped it after bind() hears nothing.
+    # Since 6.6 it checks no capability: a user or PID namespace is left.
     with pytest.raises(NoAckError) as no:
-        Subscription.verdict(None, 1, 1.5, required=True, cap_net_admin=cap_net_admin)
+        Subscription.verdict(None, 1, 1.5, required=True, cap_net_admin=cap_net_admin, kernel=kernel)
     assert str(no.value) == NO_REPLY + why and no.value.errno == errno.ETIMEDOUT
-    assert Subscription.verdict(None, 0, 0.25, required=False, cap_net_admin=False) is False
+    assert Subscription.verdict(None, 0, 0.25, required=False, cap_net_admin=False, kernel=(6, 1)) is False
 
 
 class Kernel:
     """A stand-in for the kernel's side of the handshake: ``answer`` says
-    what it replies to each request (an errno, 0, or None: nothing), and its
+    what it replies to each request (an errno, 0, or None: nothing), ``cap``
+    whether the process holds CAP_NET_ADMIN, ``version`` the kernel's; its
     clock moves only when the handshake waits."""
 
-    def __init__(self, sub: Subscription, answer: Callable[[McastRequest], int | None], cap: bool = True) -> None:
-        self.sub, self.answer, self.cap = sub, answer, cap
+    def __init__(
+        self,
+        sub: Subscription,
+        answer: Callable[[McastRequest], int | None],
+        cap: bool = True,
+        version: tuple[int, int] | None = (6, 1),
+    ) -> None:
+        self.sub, self.answer, self.cap, self.version = sub, answer, cap, version
         self.sent: list[McastRequest] = []
         self.waits: list[float] = []
-        self.caps_read = 0
+        self.caps_read = self.versions_read = 0
         self.now = 1000.0
         self.queue: list[bytes] = []
         self.out: list[Item] = []
         self.overflow = False  # the next take() meets an ENOBUFS first
+        self.take_time = 0.0  # seconds each take() takes
 
     def send(self, message: bytes) -> None:
         request = parse_request(message)
@@ -164,6 +181,7 @@ class Kernel:
             self.queue.append(reply((request.ack + 1) & 0xFFFFFFFF, err, seq=request.seq))
 
     def take(self) -> None:
+        self.now += self.take_time
         if self.overflow:
             self.overflow, self.queue = False, []  # the reply went with the overflow
             self.sub.stream.enobufs(self.out)
@@ -180,8 +198,12 @@ class Kernel:
         self.caps_read += 1
         return self.cap
 
+    def kernel(self) -> tuple[int, int] | None:
+        self.versions_read += 1
+        return self.version
+
     def io(self) -> Exchange:
-        return Exchange(self.send, self.take, self.wait, lambda: self.now, self.cap_net_admin)
+        return Exchange(self.send, self.take, self.wait, lambda: self.now, self.cap_net_admin, self.kernel)
 
 
 def since_6_6(request: McastRequest) -> int | None:
@@ -202,7 +224,7 @@ def test_subscribe_to_everything(sub: Subscription) -> None:
     kernel = Kernel(sub, since_6_6)
     sub.subscribe(None, 1.0, kernel.io())
     assert ops(kernel) == [(LISTEN, None)] and kernel.sent[0].ack == 0x1234
-    assert kernel.waits == [] and kernel.caps_read == 0
+    assert kernel.waits == [] and kernel.caps_read == kernel.versions_read == 0
     assert sub.stream.ack is None  # no longer looked for
     assert not sub.stream.stats.kernel_filter
 
@@ -220,28 +242,38 @@ def test_subscribe_with_a_filter_before_6_6(sub: Subscription) -> None:
     sub.subscribe(FORK, 1.0, kernel.io())
     assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)]
     assert kernel.waits == [0.25]  # the probe waits no longer than that
-    assert kernel.caps_read == 0 and not sub.stream.stats.kernel_filter
+    assert kernel.caps_read == kernel.versions_read == 0 and not sub.stream.stats.kernel_filter
+
+
+def test_the_wait_is_what_is_left_of_the_timeout(sub: Subscription) -> None:
+    kernel = Kernel(sub, lambda request: None)
+    kernel.take_time = 0.5
+    with pytest.raises(NoAckError):
+        sub.subscribe(None, 1.5, kernel.io())
+    assert kernel.waits == [1.0]  # after the first take(), 1 s of the 1.5 s is left
+    assert kernel.now - 1000.0 <= 1.5 + kernel.take_time  # the last take() ends past the deadline at most
 
 
 def test_no_reply_within_the_timeout(sub: Subscription) -> None:
     kernel = Kernel(sub, lambda request: None, cap=True)
     with pytest.raises(NoAckError) as no:
         sub.subscribe(None, 1.5, kernel.io())
-    assert (
-        str(no.value)
-        == NO_REPLY + "the kernel needs CONFIG_PROC_EVENTS, and the caller the initial user and PID namespaces"
-    )
+    assert str(no.value) == NO_REPLY + NAMESPACES
     assert ops(kernel) == [(LISTEN, None)] and kernel.waits == [1.5]
     assert sub.stream.ack is None and sub.listening  # the IGNORE is still owed
 
 
-def test_no_reply_without_cap_net_admin(sub: Subscription) -> None:
-    kernel = Kernel(sub, lambda request: None, cap=False)
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [((6, 1), WITHOUT_CAP), ((6, 5), WITHOUT_CAP), ((6, 6), NAMESPACES), ((6, 18), NAMESPACES), (None, NAMESPACES)],
+)
+def test_no_reply_without_cap_net_admin(sub: Subscription, version: tuple[int, int] | None, why: str) -> None:
+    kernel = Kernel(sub, lambda request: None, cap=False, version=version)
     with pytest.raises(NoAckError) as no:
         sub.subscribe(FORK, 1.5, kernel.io())
-    assert str(no.value) == NO_REPLY + WITHOUT_CAP
+    assert str(no.value) == NO_REPLY + why
     assert ops(kernel) == [(LISTEN, PROC_EVENT_ALL), (LISTEN, None)] and kernel.waits == [0.25, 1.5]
-    assert kernel.caps_read == 1  # only for the request that had to be answered
+    assert kernel.caps_read == kernel.versions_read == 1  # only for the request that had to be answered
 
 
 def test_an_error_is_asked_again_under_a_fresh_nonce(sub: Subscription) -> None:
