@@ -141,3 +141,33 @@ def test_a_dpkg_database_is_a_status_file_that_lists_packages(debroot: ModuleTyp
     assert debroot.has_dpkg_database(tmp_path) is False
     status.write_text("Package: dash\nStatus: install ok installed\n")
     assert debroot.has_dpkg_database(tmp_path) is True
+
+
+# Two paragraphs of a real status file (bookworm armhf), trimmed, and one removed package.
+STATUS = """Package: python3-pytest
+Status: install ok installed
+Priority: optional
+Architecture: all
+Description: Simple, powerful testing in Python3
+ This is the Python 3 version.
+ Package: not-a-field
+
+Package: python3-pyte
+Status: deinstall ok config-files
+Architecture: all
+
+Package: gcc
+Status: install ok installed
+Architecture: armhf
+"""
+
+
+def test_installed_packages_are_those_dpkg_says_are_installed(debroot: ModuleType) -> None:
+    assert debroot.installed_packages(STATUS) == {"python3-pytest", "gcc"}
+    assert debroot.installed_packages("") == set()
+
+
+def test_a_stamp_keeps_only_the_packages_that_are_there(matrix: ModuleType) -> None:
+    stamp = ["armhf", "bookworm", "python3-pytest", "python3-pyte", "gcc"]
+    assert matrix.present(stamp, {"python3-pytest", "gcc"}) == ["armhf", "bookworm", "python3-pytest", "gcc"]
+    assert matrix.present(stamp, set()) == ["armhf", "bookworm"]

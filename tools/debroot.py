@@ -109,6 +109,17 @@ def has_dpkg_database(path: Path) -> bool:
     return status.exists() and status.stat().st_size > 0
 
 
+def installed_packages(status: str) -> set[str]:
+    """The packages a dpkg status file (``var/lib/dpkg/status``) says are installed: each
+    paragraph's ``Package`` whose ``Status`` is ``install ok installed``."""
+    out = set()
+    for paragraph in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in paragraph.splitlines() if ": " in line and line[:1] != " ")
+        if fields.get("Status") == "install ok installed" and "Package" in fields:
+            out.add(fields["Package"])
+    return out
+
+
 def deb_paths(debpaths: str) -> list[str]:
     """The packages debootstrap's first stage fetched, from its debootstrap/debpaths ("PACKAGE
     PATH" a line, PATH inside the root): the paths, in its order."""

@@ -392,9 +392,18 @@ def ensure_root(root: Root, run: Run) -> float:
         return spent
 
 
+def present(stamp: list[str], installed: set[str]) -> list[str]:
+    """A root's stamp (architecture, suite, packages) less the packages not installed."""
+    return stamp[:2] + [package for package in stamp[2:] if package in installed]
+
+
 def _ensure_root(root: Root, run: Run) -> float:
     stamp = root.path / ".kstructs-matrix"
     have = stamp.read_text().split() if stamp.exists() else []
+    if have[2:] and debroot.has_dpkg_database(root.path):
+        # The stamp says what was asked for, dpkg what is there: a package removed since is added.
+        status = (root.path / "var" / "lib" / "dpkg" / "status").read_text(errors="replace")
+        have = present(have, debroot.installed_packages(status))
     if have == root.spec.split():
         return 0.0
     start = time.monotonic()
