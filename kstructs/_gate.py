@@ -28,9 +28,11 @@ class ReaderGate:
         self._orphan: socket.socket | None = None
 
     def open(self, sock: socket.socket) -> None:
-        """Readers may enter ``sock`` (and the eventfd is made)."""
-        self.sock = sock
+        """Readers may enter ``sock`` (and the eventfd is made). The eventfd
+        first: a ``close()`` in between (a signal handler's) finds nothing open,
+        never a socket without the eventfd it would then leak."""
         self.wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.sock = sock
 
     def current(self) -> socket.socket:
         """The socket, while open."""

@@ -68,3 +68,28 @@ def test_a_forked_child_closes_its_copy_at_once(gate: tuple[ReaderGate, socket.s
     g.enter()
     g.close(take(g), owner=False)
     assert sock.fileno() == -1 and g.wake == -1
+
+
+def test_a_close_while_the_eventfd_is_made_leaves_nothing_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A signal handler that closes the listener while open() makes the eventfd: what it
+    # finds must be closed whole (nothing yet, or the socket and the eventfd), never half.
+    a, b = socket.socketpair()
+    g, made, real = ReaderGate(), [], os.eventfd
+
+    def eventfd(*args: int) -> int:
+        if g.sock is not None:
+            g.close(take(g), owner=True)
+        made.append(real(*args))
+        return made[-1]
+
+    monkeypatch.setattr(os, "eventfd", eventfd)
+    try:
+        g.open(a)
+        assert g.sock is a and a.fileno() != -1 and g.wake == made[0]  # not closed: nothing was open
+        g.close(take(g), owner=True)
+        assert a.fileno() == -1 and g.wake == -1
+        with pytest.raises(OSError):
+            os.fstat(made[0])  # the eventfd is closed too
+    finally:
+        a.close()
+        b.close()
